@@ -1,0 +1,57 @@
+"""The project file as Dagster definitions: specs, assets, checks, jobs, schedules, sensors."""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, AssetSpec, Definitions, define_asset_job
+
+from retl_assets.assets.factory import diff_asset, model_asset, sync_asset
+from retl_assets.assets.translator import RetlAssetData, RetlTranslator
+from retl_assets.automation import model_schedule, model_trigger, partitions_for
+from retl_assets.project import Project
+
+
+def job_name(model: str) -> str:
+    return f"retl_{model}"
+
+
+def build_retl_specs(project: Project, translator: RetlTranslator | None = None
+                     ) -> list[tuple[RetlAssetData, AssetSpec]]:
+    """Every asset the project defines, as (what it is, its spec)."""
+    translator = translator or RetlTranslator()
+    out = []
+    for name, model in project.models.items():
+        parts = partitions_for(model)
+        entries = [RetlAssetData("model", name, name, project, parts),
+                   RetlAssetData("diff", name, name, project, parts)]
+        entries += [RetlAssetData("sync", s, name, project, parts) for s in project.syncs_of(name)]
+        out += [(data, translator.get_asset_spec(data)) for data in entries]
+    return out
+
+
+def build_retl_definitions(project: Project, translator: RetlTranslator | None = None
+                           ) -> Definitions:
+    factories = {"model": model_asset, "diff": diff_asset, "sync": sync_asset}
+    assets, jobs, schedules, sensors = [], [], [], []
+    specs = build_retl_specs(project, translator)
+    for name, model in project.models.items():
+        mine = [(d, s) for d, s in specs if d.model == name]
+        model_assets = [factories[d.kind](project, d.name, s) for d, s in mine]
+        assets += model_assets
+        # Disabled syncs stay visible as assets but the job leaves them out until enabled.
+        keys = [s.key for d, s in mine
+                if d.kind != "sync" or project.config.syncs[d.name].enabled]
+        job = define_asset_job(
+            job_name(name), selection=AssetSelection.assets(*keys),
+            tags={"retl/model": name},
+            description=f"Extract, diff and deliver model {name}",
+        )
+        jobs.append(job)
+        if model.config.schedule:
+            schedules.append(model_schedule(model, job))
+        if model.config.trigger:
+            sensors.append(model_trigger(model, job))
+    return Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+
+
+__all__ = ["RetlAssetData", "RetlTranslator", "build_retl_definitions", "build_retl_specs",
+           "job_name"]

@@ -1,0 +1,199 @@
+"""The asset factories: models/M, diffs/M and syncs/S with their checks.
+
+No `from __future__ import annotations` here: Dagster reads the context annotation.
+"""
+
+
+import time
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    multi_asset,
+)
+
+from retl_assets.destinations import open_destination
+from retl_assets.diff.local import DiffOptions, diff_and_commit
+from retl_assets.errors import DestinationError, ModelError
+from retl_assets.project import Project
+from retl_assets.sources import open_source
+from retl_assets.state.snapshots import key_error, load_staged, stage
+from retl_assets.state.files import remove
+from retl_assets.sync import run_sync
+from retl_assets.assets.runtime import (
+    ALLOW_MASS_DELETE_TAG, FULL_RESYNC_TAG, model_lease, run_started_at, tag_on,
+)
+
+KEY_CHECKS = ("primary_key_present", "primary_key_not_null", "primary_key_unique")
+
+
+def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition:
+    model = project.models[name]
+    checks = [AssetCheckSpec(c, asset=spec.key, blocking=True,
+                             description=f"{c.replace('_', ' ')}: {', '.join(model.keys)}")
+              for c in KEY_CHECKS]
+
+    @multi_asset(specs=[spec], check_specs=checks, name=_op_name("model", name))
+    def _model(context: AssetExecutionContext) -> Iterator:
+        with model_lease(context, project, name) as store:
+            run_id = context.run.run_id
+            for old in (store.model_dir(name) / "staged").glob("*.parquet"):
+                remove(old)  # left by failed runs; the lease says no one else uses them
+            head = store.head(name)
+            last_sync_time = int(head.run_started_at or 0) if model.incremental else 0
+            source = open_source(project, model.config.source)
+            with source.stream(model.render_sql(last_sync_time)) as reader:
+                staged = stage(name, model.keys, reader, store.staged_path(name, run_id),
+                               store.root / "tmp")
+            report = staged.keys
+            assert report is not None
+            columns = [c for c, _ in staged.columns]
+            message = None if report.ok else key_error(name, model.keys, report, columns)
+            present = not report.missing_keys
+            results = [
+                AssetCheckResult(check_name="primary_key_present", passed=present,
+                                 asset_key=spec.key, description=None if present else message),
+                AssetCheckResult(check_name="primary_key_not_null",
+                                 passed=present and not report.null_keys, asset_key=spec.key,
+                                 metadata={"null_keys": report.null_keys}),
+                AssetCheckResult(check_name="primary_key_unique",
+                                 passed=present and not report.duplicate_keys,
+                                 asset_key=spec.key,
+                                 metadata={"duplicate_keys": report.duplicate_keys,
+                                           "examples": ", ".join(report.duplicate_sample)}),
+            ]
+            if message:
+                for r in results:
+                    yield r
+                remove(staged.path)
+                raise ModelError(message)
+            yield MaterializeResult(
+                asset_key=spec.key,
+                metadata={
+                    "dagster/row_count": staged.rows,
+                    "rows": staged.rows,
+                    "query_seconds": round(staged.query_seconds, 3),
+                    "last_sync_time": last_sync_time,
+                    "incremental": model.incremental,
+                    "dagster/column_schema": TableSchema(
+                        columns=[TableColumn(n, t) for n, t in staged.columns]),
+                    "preview": MetadataValue.md(_preview(staged.path)),
+                },
+                check_results=results,
+            )
+
+    return _model
+
+
+def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition:
+    model = project.models[name]
+
+    @multi_asset(specs=[spec], name=_op_name("diff", name))
+    def _diff(context: AssetExecutionContext) -> Iterator:
+        with model_lease(context, project, name) as store:
+            path = store.staged_path(name, context.run.run_id)
+            if not path.exists():
+                raise ModelError(
+                    f"model {name!r}: no snapshot was extracted in this run; materialize "
+                    f"models/{name} together with diffs/{name}"
+                )
+            changeset = diff_and_commit(
+                store, name, model.keys, load_staged(path), context.run.run_id,
+                run_started_at(context),
+                DiffOptions(keep_columns=project.kept_columns(name),
+                            max_delete_fraction=model.config.max_delete_fraction,
+                            allow_mass_delete=tag_on(context, ALLOW_MASS_DELETE_TAG),
+                            incremental=model.incremental),
+                partition=context.partition_key if context.has_partition_key else None,
+            )
+            context.log.info(f"model {name}: {changeset.counts} (changeset {changeset.seq})")
+            yield MaterializeResult(asset_key=spec.key, metadata={
+                **changeset.counts,
+                "rows": changeset.rows,
+                "changeset": changeset.seq,
+                "snapshot_version": changeset.version,
+                "base_version": changeset.base_version,
+            })
+
+    return _diff
+
+
+def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition:
+    config = project.config.syncs[name]
+    dest_config = project.config.destinations[config.destination]
+
+    @multi_asset(specs=[spec], name=_op_name("sync", name), pool=f"retl_{config.destination}")
+    def _sync(context: AssetExecutionContext) -> Iterator:
+        with model_lease(context, project, config.model) as store:
+            destination = open_destination(project, config.destination)
+            result = run_sync(project, store, name, destination,
+                              full_resync=tag_on(context, FULL_RESYNC_TAG),
+                              max_retries=getattr(dest_config, "max_retries", 6),
+                              timeout_s=getattr(dest_config, "timeout_s", 30.0))
+            context.log.info(
+                f"sync {name}: sent {result.sent}, succeeded {result.succeeded}, "
+                f"failed {result.failed}, unsent {result.unsent}, owed {result.owed} "
+                f"in {result.seconds:.2f}s")
+            yield MaterializeResult(asset_key=spec.key, metadata={
+                "sent": result.sent,
+                "succeeded": result.succeeded,
+                "failed": result.failed,
+                "rejected": result.rejected,
+                "invalid": result.invalid,
+                "unsent": result.unsent,
+                "owed": result.owed,
+                "resumed": result.resumed,
+                "requests": result.requests,
+                "retries": result.retries,
+                "rate_limited": result.rate_limited,
+                "duration_s": round(result.seconds, 3),
+                "records_per_s": round(result.records_per_second, 1),
+                "sample_payloads": MetadataValue.json(
+                    [__import__("json").loads(s) for s in result.samples]),
+                "errors": MetadataValue.md(_errors_md(result.errors)),
+                "ledger": str(store.sync_dir(name)),
+            })
+            if result.unsent:
+                raise DestinationError(
+                    f"sync {name!r}: {result.unsent} records could not be delivered to "
+                    f"{config.destination!r} after every retry; they are kept and will be "
+                    f"sent next run (first error: {result.errors[0][2] if result.errors else ''})"
+                )
+
+    return _sync
+
+
+def _op_name(kind: str, name: str) -> str:
+    return f"retl_{kind}__{name}"
+
+
+def _preview(path, limit: int = 10) -> str:
+    import duckdb
+
+    from retl_assets.state.files import sql_path
+    from retl_assets.state.store import FP
+
+    try:
+        rel = duckdb.sql(f"SELECT * EXCLUDE ({FP}) FROM read_parquet({sql_path(path)}) LIMIT {limit}")
+        names, rows = rel.columns, rel.fetchall()
+    except Exception as e:  # an enrichment: never fail the asset for it
+        return f"(preview unavailable: {e})"
+    head = "| " + " | ".join(names) + " |\n|" + "---|" * len(names) + "\n"
+    return head + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in rows)
+
+
+def _errors_md(errors: list[tuple[str, str, str]]) -> str:
+    if not errors:
+        return "no errors"
+    lines = ["| key | kind | error |", "|---|---|---|"]
+    lines += [f"| {k} | {kind} | {e.replace('|', '/')[:200]} |" for k, kind, e in errors]
+    return "\n".join(lines)

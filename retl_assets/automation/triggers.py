@@ -1,0 +1,85 @@
+"""Schedules and sensors that run a model's job, skipping while a run of it is in progress."""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetKey,
+    DagsterRunStatus,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+
+    RunRequest,
+    RunsFilter,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+from dagster import DagsterInstance
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from retl_assets.automation.partitions import current_partition, partitions_for
+from retl_assets.project import Model
+
+IN_PROGRESS = [
+    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
+]
+
+
+def run_in_progress(instance: DagsterInstance, job_name: str) -> str | None:
+    """Why a new run must wait, or None."""
+    runs = instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_PROGRESS), limit=1)
+    if not runs:
+        return None
+    run = runs[0]
+    return f"run {run.run_id} of {job_name} is still {run.status.value.lower()}"
+
+
+def model_schedule(model: Model, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
+    schedule = model.config.schedule
+    assert schedule is not None
+
+    def evaluate(context: ScheduleEvaluationContext):
+        busy = run_in_progress(context.instance, job.name)
+        if busy:
+            return SkipReason(f"model {model.name}: skipping this tick, {busy}")
+        when = context.scheduled_execution_time
+        return RunRequest(partition_key=current_partition(partitions_for(model), when),
+                          tags={"retl/model": model.name, "retl/trigger": "schedule"})
+
+    return ScheduleDefinition(
+        name=f"retl_{model.name}_schedule", cron_schedule=schedule.to_cron(), job=job,
+        execution_timezone=schedule.timezone, execution_fn=evaluate,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"Sync model {model.name} on its schedule",
+    )
+
+
+def model_trigger(model: Model, job: UnresolvedAssetJobDefinition) -> SensorDefinition:
+    trigger = model.config.trigger
+    assert trigger is not None
+    upstream = AssetKey(trigger.asset_path())
+
+    @sensor(name=f"retl_{model.name}_trigger", job=job, minimum_interval_seconds=30,
+            default_status=DefaultSensorStatus.STOPPED,
+            description=f"Sync model {model.name} when {upstream.to_user_string()} materialises")
+    def _trigger(context: SensorEvaluationContext):
+        records = context.instance.fetch_materializations(upstream, limit=1).records
+        if not records:
+            return SkipReason(f"{upstream.to_user_string()} has not materialised yet")
+        latest = records[0].storage_id
+        if latest <= int(context.cursor or 0):
+            return SkipReason(f"no new materialisation of {upstream.to_user_string()}")
+        busy = run_in_progress(context.instance, job.name)
+        if busy:
+            # The cursor stays put, so the materialisation is picked up once the run ends.
+            return SkipReason(f"model {model.name}: waiting, {busy}")
+        context.update_cursor(str(latest))
+        return RunRequest(run_key=f"{model.name}-{latest}",
+                          partition_key=current_partition(partitions_for(model)),
+                          tags={"retl/model": model.name, "retl/trigger": "asset"})
+
+    return _trigger

@@ -1,0 +1,1 @@
+"""The bundled demo: a deterministic DuckDB warehouse and the project that syncs it."""

@@ -1,0 +1,2 @@
+SELECT CAST(id AS VARCHAR) AS "groupId", name, domain, industry, employees
+FROM companies

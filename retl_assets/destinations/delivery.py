@@ -1,0 +1,189 @@
+"""The shared delivery engine: batch, limit, send, retry, split, report.
+
+Records arrive as a stream; they are cut into requests by count and bytes, sent by a few
+workers under the destination's concurrency and rate limits, and every record ends in one
+outcome: delivered, rejected (the vendor refused it) or unsent (retries ran out). Auth
+failures and a dead endpoint stop the whole delivery at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import httpx
+
+from retl_assets.destinations.base import Capabilities, Destination, Record
+from retl_assets.destinations.retry import backoff
+from retl_assets.errors import AuthError, UnreachableError
+
+MAX_RATE_LIMIT_WAIT_S = 900.0  # waiting out 429s is normal; only this much in total
+
+
+@dataclass
+class Outcome:
+    record: Record
+    status: str  # delivered | rejected | unsent
+    error: str | None = None
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    unsent: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    splits: int = 0
+    seconds: float = 0.0
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (key, error), first few
+
+
+class RateLimiter:
+    """At most `n` request starts in any `window` seconds (a sliding log)."""
+
+    def __init__(self, n: int, window: float):
+        self.n, self.window = n, window
+        self._starts: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._starts and now - self._starts[0] >= self.window:
+                    self._starts.popleft()
+                if len(self._starts) < self.n:
+                    self._starts.append(now)
+                    return
+                await asyncio.sleep(self.window - (now - self._starts[0]) + 0.001)
+
+
+def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> Iterable[list[Record]]:
+    """Requests of at most `records_per_request` records and `bytes_per_request` bytes."""
+    batch: list[Record] = []
+    size = overhead
+    for r in records:
+        n = len(r.payload) + 1  # +1 for the separating comma
+        if batch and (len(batch) >= caps.records_per_request or size + n > caps.bytes_per_request):
+            yield batch
+            batch, size = [], overhead
+        batch.append(r)
+        size += n
+    if batch:
+        yield batch
+
+
+async def _deliver(dest: Destination, records: Iterable[Record],
+                   on_outcomes: Callable[[list[Outcome]], None], report: Report,
+                   max_retries: int, timeout_s: float) -> None:
+    caps = dest.capabilities
+    limiter = RateLimiter(*caps.rate_limit) if caps.rate_limit else None
+    queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=caps.max_concurrency * 2)
+    limits = httpx.Limits(max_connections=caps.max_concurrency,
+                          max_keepalive_connections=caps.max_concurrency)
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+
+        async def send(batch: list[Record]) -> list[Outcome]:
+            attempt, waited = 0, 0.0
+            while True:
+                if limiter:
+                    await limiter.wait()
+                report.requests += 1
+                try:
+                    response = await client.send(dest.request(client, batch))
+                except httpx.TransportError as e:
+                    if attempt >= max_retries:
+                        raise UnreachableError(
+                            f"destination {dest.name!r} could not be reached after "
+                            f"{attempt + 1} attempts: {type(e).__name__}: {e}") from None
+                    attempt += 1
+                    report.retries += 1
+                    await asyncio.sleep(backoff(attempt))
+                    continue
+                answer = dest.read(response, batch)
+                if answer.kind == "ok":
+                    return [Outcome(r, "rejected", answer.rejected[i]) if i in answer.rejected
+                            else Outcome(r, "delivered") for i, r in enumerate(batch)]
+                if answer.kind == "auth":
+                    raise AuthError(f"destination {dest.name!r} refused the credentials: "
+                                    f"{answer.error}")
+                if answer.kind == "refused":
+                    if len(batch) == 1:
+                        return [Outcome(batch[0], "rejected", answer.error)]
+                    # One bad record refuses the whole batch: halve until it is isolated.
+                    report.splits += 1
+                    mid = len(batch) // 2
+                    return await send(batch[:mid]) + await send(batch[mid:])
+                if answer.retry_after is not None or response.status_code == 429:
+                    report.rate_limited += 1
+                    delay = answer.retry_after
+                    if delay is None:
+                        delay = caps.default_retry_after_s
+                    waited += delay
+                    if waited <= MAX_RATE_LIMIT_WAIT_S:
+                        await asyncio.sleep(delay)
+                        continue
+                if attempt >= max_retries:
+                    return [Outcome(r, "unsent", f"gave up after {attempt + 1} attempts: "
+                                    f"{answer.error}") for r in batch]
+                attempt += 1
+                report.retries += 1
+                await asyncio.sleep(backoff(attempt))
+
+        async def worker() -> None:
+            while (batch := await queue.get()) is not None:
+                outcomes = await send(batch)
+                _count(report, outcomes)
+                on_outcomes(outcomes)
+
+        workers = [asyncio.create_task(worker()) for _ in range(caps.max_concurrency)]
+        try:
+            for batch in cut(records, caps):
+                report.sent += len(batch)
+                # put() waits when workers are behind, so memory stays flat; a failed
+                # worker must still stop us here rather than leave us blocked.
+                put = asyncio.create_task(queue.put(batch))
+                done, _ = await asyncio.wait([put, *workers], return_when=asyncio.FIRST_COMPLETED)
+                if put not in done:
+                    put.cancel()
+                for w in workers:
+                    if w.done() and w.exception():
+                        raise w.exception()  # type: ignore[misc]
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for w in workers:
+                w.cancel()
+
+
+def _count(report: Report, outcomes: list[Outcome]) -> None:
+    for o in outcomes:
+        if o.status == "delivered":
+            report.delivered += 1
+            continue
+        if o.status == "rejected":
+            report.rejected += 1
+        else:
+            report.unsent += 1
+        if len(report.errors) < 50:
+            report.errors.append((o.record.key, o.error or ""))
+
+
+def deliver(dest: Destination, records: Iterable[Record],
+            on_outcomes: Callable[[list[Outcome]], None], *, max_retries: int = 6,
+            timeout_s: float = 30.0) -> Report:
+    """Send every record; `on_outcomes` is called after each request completes."""
+    report = Report()
+    started = time.monotonic()
+    try:
+        asyncio.run(_deliver(dest, records, on_outcomes, report, max_retries, timeout_s))
+    finally:
+        report.seconds = time.monotonic() - started
+    return report

@@ -1,0 +1,150 @@
+"""Compare a staged snapshot with the committed one in DuckDB and commit the changeset.
+
+A hash join on the key compares fingerprints; only the changed rows are written, in full.
+The commit point is the model's head.json: everything before it can be redone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from retl_assets.errors import ModelError
+from retl_assets.state.engine import connect, quote
+from retl_assets.state.files import remove, sql_path, temp_path, write_json
+from retl_assets.state.snapshots import Staged
+from retl_assets.state.store import FP, OP, SEQ, Head, StateStore
+
+
+@dataclass(frozen=True)
+class Changeset:
+    model: str
+    seq: int
+    added: int
+    updated: int
+    deleted: int
+    unchanged: int
+    rows: int  # rows in the new snapshot
+    base_version: int
+    version: int
+    path: Path
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"added": self.added, "updated": self.updated, "deleted": self.deleted,
+                "unchanged": self.unchanged}
+
+
+@dataclass(frozen=True)
+class DiffOptions:
+    keep_columns: list[str] | None  # columns the committed snapshot keeps (None: all)
+    max_delete_fraction: float = 0.5
+    allow_mass_delete: bool = False
+    incremental: bool = False
+
+
+def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Staged,
+                    run_id: str, run_started_at: float, options: DiffOptions,
+                    partition: str | None = None) -> Changeset:
+    head = store.head(model)
+    mdir = store.model_dir(model)
+    base = mdir / head.snapshot if head.snapshot else None
+    if not options.incremental and head.rows > 0 and staged.rows == 0 and not options.allow_mass_delete:
+        raise ModelError(
+            f"model {model!r} returned no rows, but the last snapshot had {head.rows}; "
+            "refusing to delete everything in the destinations. Nothing was committed. "
+            "If this is intended, run again allowing it (retl sync --allow-mass-delete)."
+        )
+    seq, version = head.log_seq + 1, head.version + 1
+    staged_path = staged.path  # moved into the snapshots on commit, else removed
+    log = store.log_path(model, seq)
+    tmp_log = temp_path(log)
+    con = connect(store.root / "tmp")
+    new = f"read_parquet({sql_path(staged.path)})"
+    try:
+        con.execute(f"COPY ({_changes_sql(new, base, keys, seq, options.incremental)}) "
+                    f"TO {sql_path(tmp_log)} (FORMAT parquet, COMPRESSION zstd)")
+        counts = dict(con.execute(
+            f"SELECT {OP}, count(*) FROM read_parquet({sql_path(tmp_log)}) GROUP BY 1").fetchall())
+        added, updated, deleted = (counts.get(k, 0) for k in ("added", "updated", "deleted"))
+        if (not options.allow_mass_delete and head.rows
+                and deleted > options.max_delete_fraction * head.rows):
+            raise ModelError(
+                f"model {model!r} would delete {deleted} of {head.rows} rows "
+                f"({deleted / head.rows:.0%}), more than max_delete_fraction "
+                f"{options.max_delete_fraction:.0%}; nothing was committed. If this is intended, "
+                "run again allowing it (retl sync --allow-mass-delete)."
+            )
+        snap, full, rows = _write_snapshot(con, store, model, version, staged, base, keys, options)
+    except BaseException:
+        remove(tmp_log)
+        raise
+    finally:
+        con.close()
+    tmp_log.replace(log)
+    write_json(log.with_suffix(".json"), {
+        "seq": seq, "base_version": head.version, "version": version, "run_id": run_id,
+        "partition": partition, "created_at": time.time(), "added": added,
+        "updated": updated, "deleted": deleted,
+    })
+    previous = [mdir / p for p in (head.snapshot, head.full) if p]
+    # The commit point: from here on the new snapshot is the base.
+    store.write_head(model, Head(
+        version=version, snapshot=snap, full=full, log_seq=seq, rows=rows, run_id=run_id,
+        run_started_at=run_started_at, columns=[n for n, _ in staged.columns],
+    ))
+    remove(*[p for p in previous if p not in (mdir / snap, mdir / full)])
+    remove(staged_path)
+    return Changeset(model, seq, added, updated, deleted, staged.rows - added - updated, rows,
+                     head.version, version, log)
+
+
+def _changes_sql(new: str, base: Path | None, keys: list[str], seq: int, incremental: bool) -> str:
+    if base is None:
+        return f"SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {new}"
+    b = f"read_parquet({sql_path(base)})"
+    on = " AND ".join(f"n.{quote(k)} = b.{quote(k)}" for k in keys)
+    parts = [
+        f"SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, n.* FROM {new} n ANTI JOIN {b} b ON {on}",
+        f"SELECT 'updated' AS {OP}, {seq}::BIGINT AS {SEQ}, n.* FROM {new} n JOIN {b} b ON {on} "
+        f"WHERE n.{FP} <> b.{FP}",
+    ]
+    if not incremental:
+        parts.append(f"SELECT 'deleted' AS {OP}, {seq}::BIGINT AS {SEQ}, b.* "
+                     f"FROM {b} b ANTI JOIN {new} n ON {on}")
+    return "\nUNION ALL BY NAME\n".join(parts)
+
+
+def _write_snapshot(con, store: StateStore, model: str, version: int, staged: Staged,
+                    base: Path | None, keys: list[str],
+                    options: DiffOptions) -> tuple[str, str, int]:
+    """Write the new committed snapshot; returns (snapshot name, full name, rows)."""
+    snapdir = store.model_dir(model) / "snapshots"
+    snapdir.mkdir(parents=True, exist_ok=True)
+    new = f"read_parquet({sql_path(staged.path)})"
+    full = snapdir / f"v{version:09d}.full.parquet"
+    if options.incremental:
+        # The new rows merged over the previous snapshot; it keeps every column.
+        select = f"SELECT * FROM {new}"
+        if base is not None:
+            on = " AND ".join(f"b.{quote(k)} = n.{quote(k)}" for k in keys)
+            select = (f"SELECT b.* FROM read_parquet({sql_path(base)}) b ANTI JOIN {new} n "
+                      f"ON {on} UNION ALL BY NAME {select}")
+        tmp = temp_path(full)
+        con.execute(f"COPY ({select}) TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)")
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(tmp)})").fetchone()[0]
+        tmp.replace(full)
+        return f"snapshots/{full.name}", f"snapshots/{full.name}", rows
+    names = [n for n, _ in staged.columns]
+    keep = names if options.keep_columns is None else [
+        c for c in names if c in keys or c in options.keep_columns]
+    thin = snapdir / f"v{version:09d}.parquet"
+    tmp = temp_path(thin)
+    cols = ", ".join([quote(c) for c in keep] + [FP])
+    con.execute(f"COPY (SELECT {cols} FROM {new}) TO {sql_path(tmp)} "
+                f"(FORMAT parquet, COMPRESSION zstd)")
+    tmp.replace(thin)
+    # The full extract serves full resyncs and new syncs until the next commit.
+    staged.path.replace(full)
+    return f"snapshots/{thin.name}", f"snapshots/{full.name}", staged.rows

@@ -1,0 +1,65 @@
+"""Look at a project without syncing: validate queries and mappings, preview a model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from retl_assets.destinations import open_destination
+from retl_assets.errors import RetlError
+from retl_assets.mapping import plan
+from retl_assets.project import Project, load_project
+from retl_assets.sources import open_source
+from retl_assets.state.store import PREFIX, StateStore
+
+
+def _query(project: Project, model: str, limit: int) -> tuple[list[dict[str, str]], list[dict]]:
+    m = project.models[model]
+    head = StateStore(project.state_dir).head(model)
+    sql = m.render_sql(int(head.run_started_at or 0) if m.incremental else 0)
+    source = open_source(project, m.config.source)
+    with source.stream(f"SELECT * FROM ({sql}) AS retl_preview LIMIT {limit}") as reader:
+        table = reader.read_all()
+    columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    return columns, table.to_pylist()
+
+
+def preview(model: str, limit: int = 10) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    project = load_project()
+    if model not in project.models:
+        raise RetlError(f"no model named {model!r} (models: {', '.join(project.models)})")
+    return _query(project, model, limit)
+
+
+def validate() -> tuple[list[str], list[str]]:
+    """(problems, what was checked): the file, each query's columns and keys, each mapping."""
+    project = load_project()
+    problems: list[str] = []
+    checked: list[str] = [f"project file {project.path}"]
+    columns: dict[str, dict[str, str]] = {}
+    for name, model in project.models.items():
+        try:
+            cols, _ = _query(project, name, 0)
+        except RetlError as e:
+            problems.append(f"models.{name}: {e}")
+            continue
+        columns[name] = {c["name"]: c["type"] for c in cols}
+        missing = [k for k in model.keys if k not in columns[name]]
+        reserved = [c for c in columns[name] if c.startswith(PREFIX)]
+        if missing:
+            problems.append(f"models.{name}.primary_key: {', '.join(missing)} not in the query's "
+                            f"columns ({', '.join(columns[name])})")
+        elif reserved:
+            problems.append(f"models.{name}: reserved column names {', '.join(reserved)}")
+        else:
+            checked.append(f"model {name}: {len(columns[name])} columns, key {', '.join(model.keys)}")
+    for name, sync in project.config.syncs.items():
+        if sync.model not in columns:
+            continue
+        try:
+            dest = open_destination(project, sync.destination)
+            plan(name, sync, sync.model, columns[sync.model], dest.rules(sync.action))
+        except RetlError as e:
+            problems.append(str(e))
+            continue
+        checked.append(f"sync {name}: {sync.action} {sync.records} -> {sync.destination}")
+    return problems, checked

@@ -1,0 +1,171 @@
+"""Find, read and check the project file; every error names the entry and field."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from retl_assets.errors import ProjectError
+from retl_assets.project.schema import (
+    EnvRef,
+    ModelConfig,
+    ProjectConfig,
+    Secret,
+    SyncConfig,
+)
+
+DEMO_PROJECT = Path(__file__).resolve().parent.parent / "demo" / "retl.yaml"
+LAST_SYNC_TIME = re.compile(r"\{\{\s*last_sync_time\s*\}\}")
+
+# Which actions each destination type offers; one line per protocol.
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "customerio": ("identify", "track", "group", "page", "screen", "alias"),
+    "segment": ("identify", "track", "group", "page", "screen", "alias"),
+}
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    config: ModelConfig
+    sql: str  # the query text, `{{last_sync_time}}` not yet rendered
+
+    @property
+    def keys(self) -> list[str]:
+        return self.config.keys
+
+    @property
+    def incremental(self) -> bool:
+        return bool(LAST_SYNC_TIME.search(self.sql))
+
+    def render_sql(self, last_sync_time: int) -> str:
+        return LAST_SYNC_TIME.sub(str(int(last_sync_time)), self.sql)
+
+
+@dataclass(frozen=True)
+class Project:
+    path: Path
+    config: ProjectConfig
+    models: dict[str, Model]
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def state_dir(self) -> Path:
+        env = os.environ.get("RETL_STATE_DIR")
+        if env:
+            return Path(env)
+        return self.root / (self.config.state_dir or ".retl/state")
+
+    def kept_columns(self, model: str) -> list[str] | None:
+        """Columns the committed snapshot must keep for the model's `deleted` syncs (None: all)."""
+        keep: set[str] = set()
+        for sync in self.syncs_of(model).values():
+            if sync.records != "deleted":
+                continue
+            if sync.mapping is None:
+                return None
+            keep |= {src for src in sync.mapping.values() if isinstance(src, str)}
+        return sorted(keep)
+
+    def syncs_of(self, model: str) -> dict[str, SyncConfig]:
+        return {n: s for n, s in self.config.syncs.items() if s.model == model}
+
+
+def project_path() -> Path:
+    """`RETL_PROJECT` if set, else the bundled demo project."""
+    env = os.environ.get("RETL_PROJECT")
+    return Path(env).expanduser().resolve() if env else DEMO_PROJECT
+
+
+def load_project(path: str | Path | None = None) -> Project:
+    path = Path(path).expanduser().resolve() if path else project_path()
+    if not path.exists():
+        raise ProjectError(f"project file {path} does not exist (set RETL_PROJECT to its path)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ProjectError(f"{path.name}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ProjectError(f"{path.name}: the top level must be a mapping of sections")
+    try:
+        config = ProjectConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ProjectError(f"{path.name}: " + _describe(e)) from None
+    models = {name: _load_model(path, name, m) for name, m in config.models.items()}
+    _check_references(path, config, models)
+    return Project(path=path, config=config, models=models)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for err in error.errors():
+        # Drop pydantic's union-branch names (e.g. "DuckDBSource") from the location.
+        loc = ".".join(str(p) for p in err["loc"] if not str(p)[:1].isupper() and "[" not in str(p))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (is it a typo?)"
+        lines.append(f"{loc}: {msg}")
+    return "; ".join(dict.fromkeys(lines))
+
+
+def _load_model(path: Path, name: str, m: ModelConfig) -> Model:
+    if m.sql_file is None:
+        return Model(name, m, m.sql or "")
+    sql_path = (path.parent / m.sql_file).resolve()
+    if not sql_path.exists():
+        raise ProjectError(f"models.{name}.sql_file: {m.sql_file} not found next to {path.name}")
+    return Model(name, m, sql_path.read_text())
+
+
+def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model]) -> None:
+    where = path.name
+    for name, m in config.models.items():
+        if m.source not in config.sources:
+            raise ProjectError(
+                f"{where}: models.{name}.source: no source named {m.source!r} "
+                f"(sources: {', '.join(config.sources) or 'none'})"
+            )
+        if not models[name].sql.strip():
+            raise ProjectError(f"{where}: models.{name}.sql is empty")
+    for name, s in config.syncs.items():
+        if s.model not in config.models:
+            raise ProjectError(
+                f"{where}: syncs.{name}.model: no model named {s.model!r} "
+                f"(models: {', '.join(config.models)})"
+            )
+        if s.destination not in config.destinations:
+            raise ProjectError(
+                f"{where}: syncs.{name}.destination: no destination named {s.destination!r} "
+                f"(destinations: {', '.join(config.destinations) or 'none'})"
+            )
+        kind = config.destinations[s.destination].type
+        if s.action not in ACTIONS[kind]:
+            raise ProjectError(
+                f"{where}: syncs.{name}.action: {kind} offers {', '.join(ACTIONS[kind])}, "
+                f"not {s.action!r}"
+            )
+        if s.records == "deleted" and models[s.model].incremental:
+            raise ProjectError(
+                f"{where}: syncs.{name}.records: model {s.model!r} is incremental "
+                "(uses {{last_sync_time}}) and never yields deletes, so a `deleted` sync "
+                "on it would never send anything"
+            )
+
+
+def resolve_secret(value: Secret | None, where: str) -> str | None:
+    """The secret's value; `{env: NAME}` is read now and never stored or logged."""
+    if value is None or isinstance(value, str):
+        return value
+    assert isinstance(value, EnvRef)
+    found = os.environ.get(value.env)
+    if not found:
+        raise ProjectError(f"{where}: environment variable {value.env} is not set")
+    return found

@@ -1,0 +1,208 @@
+"""The project file as typed data: sources, destinations, models, syncs.
+
+Every model forbids unknown fields, so a typo in the file is an error that names it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+RECORDS = ("added", "updated", "added_or_updated", "deleted")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvRef(Strict):
+    """A secret read from the environment when it is used, never stored."""
+
+    env: str
+
+
+Secret = Union[str, EnvRef]
+
+
+# ---------------------------------------------------------------- sources
+
+
+class DuckDBSource(Strict):
+    type: Literal["duckdb"]
+    path: str = Field(description="DuckDB file, relative to the project file")
+
+
+class PostgresSource(Strict):
+    type: Literal["postgres"]
+    dsn: Secret | None = Field(None, description="libpq URI; or the fields below")
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str | None = None
+    password: Secret | None = None
+    database: str | None = None
+
+    @model_validator(mode="after")
+    def _dsn_or_fields(self) -> PostgresSource:
+        if self.dsn is None and self.database is None:
+            raise ValueError("give either `dsn` or `database` (with host, port, user, password)")
+        return self
+
+
+SourceConfig = Annotated[Union[DuckDBSource, PostgresSource], Field(discriminator="type")]
+
+
+# ----------------------------------------------------------- destinations
+
+
+class SegmentDestination(Strict):
+    """Segment-spec batch API: Customer.io Data Pipelines and Segment speak it."""
+
+    type: Literal["customerio", "segment"]
+    write_key: Secret
+    base_url: str | None = None
+    max_concurrency: int = Field(4, ge=1, le=64)
+    batch_size: int = Field(2500, ge=1, le=2500, description="records per request")
+    max_retries: int = Field(6, ge=0, le=20)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+DestinationConfig = Annotated[Union[SegmentDestination], Field(discriminator="type")]
+
+
+# ------------------------------------------------------------------ models
+
+
+class Schedule(Strict):
+    """`{every: 15m}`, `{cron: "0 9 * * 1-5"}` or `{days: [mon, thu], at: "09:00"}`."""
+
+    every: str | None = None
+    cron: str | None = None
+    days: list[str] | None = None
+    at: str | None = None
+    timezone: str = "UTC"
+    start: str = Field("2026-01-01", description="first partition (date)")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Schedule:
+        forms = [self.every is not None, self.cron is not None, self.days is not None]
+        if sum(forms) != 1:
+            raise ValueError("give exactly one of `every`, `cron` or `days` (with `at`)")
+        if self.at is not None and self.days is None:
+            raise ValueError("`at` goes with `days`")
+        self.to_cron()  # raises ValueError with the reason
+        return self
+
+    def to_cron(self) -> str:
+        if self.cron is not None:
+            if len(self.cron.split()) != 5:
+                raise ValueError(f"cron {self.cron!r} must have five fields")
+            return self.cron
+        if self.every is not None:
+            return _every_to_cron(self.every)
+        days = [d.lower()[:3] for d in self.days or []]
+        bad = [d for d in days if d not in DAYS]
+        if bad or not days:
+            raise ValueError(f"days must be among {', '.join(DAYS)}; got {self.days}")
+        hour, minute = _parse_at(self.at or "00:00")
+        return f"{minute} {hour} * * {','.join(str(DAYS.index(d)) for d in days)}"
+
+
+def _every_to_cron(every: str) -> str:
+    m = re.fullmatch(r"\s*(\d+)\s*(m|min|h|d)\s*", every)
+    if not m:
+        raise ValueError(f"every {every!r}: use minutes, hours or days, like 15m, 2h, 1d")
+    n, unit = int(m.group(1)), m.group(2)
+    if unit in ("m", "min") and n in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30):
+        return "* * * * *" if n == 1 else f"*/{n} * * * *"
+    if unit in ("m", "min") and n == 60 or unit == "h" and n == 1:
+        return "0 * * * *"
+    if unit == "h" and n in (2, 3, 4, 6, 8, 12):
+        return f"0 */{n} * * *"
+    if unit == "d" and n == 1 or unit == "h" and n == 24:
+        return "0 0 * * *"
+    raise ValueError(f"every {every!r}: must divide an hour or a day evenly (1m … 1d)")
+
+
+def _parse_at(at: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", at.strip())
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"at {at!r}: use HH:MM")
+    return int(m.group(1)), int(m.group(2))
+
+
+class Trigger(Strict):
+    """Run the model when an upstream Dagster asset materialises."""
+
+    asset: str | list[str]
+
+    def asset_path(self) -> list[str]:
+        return self.asset.split("/") if isinstance(self.asset, str) else list(self.asset)
+
+
+class ModelConfig(Strict):
+    source: str
+    primary_key: str | list[str]
+    sql: str | None = None
+    sql_file: str | None = Field(None, description="a .sql file, relative to the project file")
+    schedule: Schedule | None = None
+    trigger: Trigger | None = None
+    max_delete_fraction: float = Field(0.5, ge=0, le=1)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_query(self) -> ModelConfig:
+        if (self.sql is None) == (self.sql_file is None):
+            raise ValueError("give exactly one of `sql` or `sql_file`")
+        return self
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.primary_key] if isinstance(self.primary_key, str) else list(self.primary_key)
+
+
+# ------------------------------------------------------------------- syncs
+
+
+class Constant(Strict):
+    value: Any
+
+
+FieldSource = Union[str, Constant]
+
+
+class SyncConfig(Strict):
+    model: str
+    destination: str
+    action: str
+    records: Literal["added", "updated", "added_or_updated", "deleted"] = "added_or_updated"
+    mapping: dict[str, FieldSource] | None = None
+    enabled: bool = True
+    description: str | None = None
+
+    @field_validator("mapping")
+    @classmethod
+    def _paths(cls, mapping: dict[str, FieldSource] | None) -> dict[str, FieldSource] | None:
+        for path in mapping or {}:
+            if not path or any(not part for part in path.split(".")):
+                raise ValueError(f"mapping field {path!r} is not a valid (dotted) field name")
+        return mapping
+
+
+class ProjectConfig(Strict):
+    sources: dict[str, SourceConfig]
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig]
+    syncs: dict[str, SyncConfig] = Field(default_factory=dict)
+    state_dir: str | None = Field(None, description="state store; default .retl/state")
+
+    @field_validator("sources", "destinations", "models", "syncs")
+    @classmethod
+    def _names(cls, entries: dict[str, Any]) -> dict[str, Any]:
+        for name in entries:
+            if not NAME.match(name):
+                raise ValueError(f"name {name!r} must be letters, digits and underscores")
+        return entries

@@ -1,0 +1,157 @@
+"""A sync's work: the changes after its cursor plus the rows it still owes, newest per key.
+
+Collapsing a key's changes keeps what the destination must learn: added then updated is
+an add (with the newest values); added then deleted is nothing; deleted then added is an
+update. The idempotency key is fixed the first time a change is owed and kept after.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import duckdb
+
+from retl_assets.state.engine import quote
+from retl_assets.state.files import read_json, remove, sql_path, temp_path
+from retl_assets.state.store import (
+    ATTEMPTS, ERROR, FP, MSGID, OP, PREFIX, SEQ, Head, StateStore, SyncState,
+)
+
+SELECTS = {
+    "added": ("added",),
+    "updated": ("updated",),
+    "added_or_updated": ("added", "updated"),
+    "deleted": ("deleted",),
+}
+KEYTEXT = "__retl_key"
+
+
+def key_text_sql(keys: list[str]) -> str:
+    return "concat_ws('|', " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")"
+
+
+def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, model: str,
+               keys: list[str], records: str, head: Head, state: SyncState,
+               full_resync: bool) -> tuple[Path, int]:
+    """Write the sync's work set to a Parquet file; returns it and its row count."""
+    mdir = store.model_dir(model)
+    ledger = store.ledger_path(sync, state)
+    on = ", ".join(quote(k) for k in keys)
+    parts: list[str] = []
+    full = full_resync or state.cursor is None
+    if full and head.full:
+        src = f"read_parquet({sql_path(mdir / head.full)})"
+        parts.append(f"SELECT 'added' AS {OP}, {head.log_seq}::BIGINT AS {SEQ}, * FROM {src}")
+        if ledger:
+            # A full resync sends every current row; of the owed rows only deletes remain.
+            match = " AND ".join(f"l.{quote(k)} = s.{quote(k)}" for k in keys)
+            parts.append(f"SELECT l.* FROM read_parquet({sql_path(ledger)}) l "
+                         f"ANTI JOIN {src} s ON {match} WHERE l.{OP} = 'deleted'")
+    else:
+        logs = [store.log_path(model, s) for s in range((state.cursor or 0) + 1, head.log_seq + 1)]
+        parts += [f"SELECT * FROM read_parquet({sql_path(p)})" for p in logs if p.exists()]
+        if ledger:
+            parts.append(f"SELECT * FROM read_parquet({sql_path(ledger)})")
+    path = store.sync_dir(sync) / f"work-{uuid.uuid4().hex}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not parts:
+        con.execute(f"COPY (SELECT NULL::VARCHAR AS {MSGID} LIMIT 0) TO {sql_path(path)}")
+        return path, 0
+    everything = "\nUNION ALL BY NAME\n".join(parts)
+    if not ledger:  # give the union the ledger's columns even on the first run
+        everything = (f"SELECT *, NULL::VARCHAR AS {MSGID}, NULL::VARCHAR AS {ERROR}, "
+                      f"0::INTEGER AS {ATTEMPTS} FROM ({everything})")
+    wanted = ", ".join(f"'{op}'" for op in SELECTS[records])
+    seed = f"'{sync}' || chr(31) || {key_text_sql(keys)} || chr(31) || {FP} || chr(31) || {SEQ}"
+    if state.epoch:
+        seed += f" || chr(31) || '{state.epoch}'"
+    con.execute(f"""
+        COPY (
+          WITH everything AS ({everything}),
+          ranked AS (
+            SELECT *,
+              row_number() OVER (PARTITION BY {on} ORDER BY {SEQ} DESC) AS __retl_rn,
+              first_value({OP}) OVER (PARTITION BY {on} ORDER BY {SEQ}
+                ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS __retl_first
+            FROM everything
+          ),
+          collapsed AS (
+            SELECT * EXCLUDE (__retl_rn, __retl_first) REPLACE (
+              CASE WHEN {OP} = 'deleted' THEN
+                     CASE WHEN __retl_first = 'added' THEN NULL ELSE 'deleted' END
+                   WHEN __retl_first = 'added' THEN 'added'
+                   WHEN __retl_first = 'deleted' THEN 'updated'
+                   ELSE {OP} END AS {OP},
+              coalesce({MSGID}, md5({seed})) AS {MSGID}
+            ), {key_text_sql(keys)} AS {KEYTEXT}
+            FROM ranked WHERE __retl_rn = 1
+          )
+          SELECT * FROM collapsed WHERE {OP} IN ({wanted})
+        ) TO {sql_path(path)} (FORMAT parquet)
+    """)
+    rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(path)})").fetchone()[0]
+    return path, rows
+
+
+def delivered_before(store: StateStore, sync: str) -> set[str]:
+    """Idempotency keys an interrupted run of this sync already delivered."""
+    done: set[str] = set()
+    path = store.checkpoint_path(sync)
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            done.update(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a crash: what follows was never written
+    return done
+
+
+def checkpoint(store: StateStore, sync: str, msgids: list[str]) -> None:
+    import os
+
+    with open(store.checkpoint_path(sync), "a") as f:
+        f.write(json.dumps(msgids) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def commit(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, work: Path,
+           failures: dict[str, str], head: Head, state: SyncState, epoch: int) -> int:
+    """Keep the failed rows as the new ledger and move the cursor; returns rows owed."""
+    import pyarrow as pa
+
+    old = store.ledger_path(sync, state)
+    name = None
+    owed = 0
+    if failures:
+        table = pa.table({"m": list(failures), "e": list(failures.values())})
+        con.register("failures", table)
+        final = store.sync_dir(sync) / f"ledger-{uuid.uuid4().hex}.parquet"
+        tmp = temp_path(final)
+        con.execute(f"""
+            COPY (SELECT w.* EXCLUDE ({KEYTEXT}) REPLACE (
+                    f.e AS {ERROR}, coalesce(w.{ATTEMPTS}, 0) + 1 AS {ATTEMPTS})
+                  FROM read_parquet({sql_path(work)}) w JOIN failures f ON w.{MSGID} = f.m)
+            TO {sql_path(tmp)} (FORMAT parquet)
+        """)
+        con.unregister("failures")
+        tmp.replace(final)
+        name = final.name
+        owed = len(failures)
+    store.write_sync_state(sync, SyncState(cursor=head.log_seq, ledger=name, epoch=epoch,
+                                           owed=owed))
+    remove(store.checkpoint_path(sync), work)
+    if old is not None and old.name != name:
+        remove(old)
+    return owed
+
+
+def data_columns(con: duckdb.DuckDBPyConnection, work: Path) -> dict[str, str]:
+    rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({sql_path(work)})").fetchall()
+    return {r[0]: r[1] for r in rows if not r[0].startswith(PREFIX)}
+
+
+__all__ = ["build_work", "checkpoint", "commit", "data_columns", "delivered_before", "read_json"]

@@ -1,0 +1,94 @@
+"""Where the truth lives: a folder per model (snapshots, changeset log) and per sync (ledger).
+
+    <root>/models/<M>/head.json            the committed snapshot: the one commit point
+    <root>/models/<M>/snapshots/vN.parquet committed snapshot (key, fingerprint, kept columns)
+    <root>/models/<M>/snapshots/vN.full.parquet  every column of the newest snapshot
+    <root>/models/<M>/staged/<run>.parquet extract of a run, not yet diffed
+    <root>/models/<M>/log/NNNNNNNNN.parquet the changesets, in order (+ .json manifest)
+    <root>/models/<M>/lease.json           which run holds the model
+    <root>/syncs/<S>/state.json            cursor into the log, ledger file, resync epoch
+    <root>/syncs/<S>/ledger-*.parquet      rows the sync still owes, with their reason
+    <root>/syncs/<S>/checkpoint.jsonl      batches delivered by a run not yet committed
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retl_assets.state.files import read_json, write_json
+
+# Columns retl adds to rows; a model may not use names starting with the prefix.
+PREFIX = "__retl_"
+FP = "__retl_fp"  # fingerprint: a hash of every value of the row
+OP = "__retl_op"  # added | updated | deleted
+SEQ = "__retl_seq"  # position of the changeset in the model's log
+MSGID = "__retl_msgid"  # idempotency key, fixed when the change is first owed
+ERROR = "__retl_error"  # why a row is owed
+ATTEMPTS = "__retl_attempts"
+
+
+@dataclass
+class Head:
+    """The committed state of a model."""
+
+    version: int = 0
+    snapshot: str | None = None  # relative to the model dir
+    full: str | None = None
+    log_seq: int = 0
+    rows: int = 0
+    run_id: str | None = None
+    run_started_at: float | None = None  # drives {{last_sync_time}}
+    columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SyncState:
+    cursor: int | None = None  # last changeset consumed; None = never synced
+    ledger: str | None = None  # file name of the owed rows
+    epoch: int = 0  # bumped by each full resync so its messages are new to the vendor
+    owed: int = 0
+
+
+class StateStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------ models
+    def model_dir(self, model: str) -> Path:
+        return self.root / "models" / model
+
+    def head(self, model: str) -> Head:
+        return Head(**read_json(self.model_dir(model) / "head.json", {}))
+
+    def write_head(self, model: str, head: Head) -> None:
+        write_json(self.model_dir(model) / "head.json", head.__dict__)
+
+    def staged_path(self, model: str, run_id: str) -> Path:
+        return self.model_dir(model) / "staged" / f"{run_id}.parquet"
+
+    def log_path(self, model: str, seq: int) -> Path:
+        return self.model_dir(model) / "log" / f"{seq:09d}.parquet"
+
+    def log_manifest(self, model: str, seq: int) -> dict[str, Any]:
+        return read_json(self.log_path(model, seq).with_suffix(".json"), {})
+
+    def lease_path(self, model: str) -> Path:
+        return self.model_dir(model) / "lease.json"
+
+    # ------------------------------------------------------------- syncs
+    def sync_dir(self, sync: str) -> Path:
+        return self.root / "syncs" / sync
+
+    def sync_state(self, sync: str) -> SyncState:
+        return SyncState(**read_json(self.sync_dir(sync) / "state.json", {}))
+
+    def write_sync_state(self, sync: str, state: SyncState) -> None:
+        write_json(self.sync_dir(sync) / "state.json", state.__dict__)
+
+    def ledger_path(self, sync: str, state: SyncState) -> Path | None:
+        return self.sync_dir(sync) / state.ledger if state.ledger else None
+
+    def checkpoint_path(self, sync: str) -> Path:
+        return self.sync_dir(sync) / "checkpoint.jsonl"

@@ -1,0 +1,119 @@
+"""Shared fixtures: a warehouse, an emulator, a project file and a real Dagster instance."""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import DagsterInstance
+
+from retl_assets.demo.generate import generate
+from retl_assets.emulators import EmulatorServer, SegmentEmulator, build_segment_app
+from retl_assets.project import Project, load_project
+from retl_assets.runner import RunSummary, sync_model
+from retl_assets.state.store import StateStore
+from retl_assets_tests.pg_server import postgres_server  # noqa: F401
+
+WRITE_KEY = "test-write-key"
+
+PROJECT = """
+sources:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+destinations:
+  cio:
+    type: customerio
+    write_key: {{env: CIO_WRITE_KEY}}
+    base_url: {url}
+    max_retries: 8
+models:
+  contacts:
+    source: warehouse
+    primary_key: userId
+    schedule: {{every: 15m}}
+    sql: |
+      SELECT id AS "userId", email, first_name, plan, updated_at FROM contacts
+syncs:
+  contacts_identify:
+    model: contacts
+    destination: cio
+    action: identify
+    records: added_or_updated
+  contacts_deleted:
+    model: contacts
+    destination: cio
+    action: track
+    records: deleted
+    mapping:
+      userId: userId
+      event: {{value: "Contact Deleted"}}
+"""
+
+
+@pytest.fixture
+def emulator():
+    emu = SegmentEmulator(write_keys={WRITE_KEY})
+    with EmulatorServer(build_segment_app(emu)).start() as server:
+        emu.url = server.url  # type: ignore[attr-defined]
+        yield emu
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with DagsterInstance.local_temp(str(home), overrides={"telemetry": {"enabled": False}}) as inst:
+        yield inst
+
+
+@dataclass
+class Workspace:
+    root: Path
+    instance: DagsterInstance
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    def write(self, text: str) -> Path:
+        path = self.root / "retl.yaml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    @property
+    def project(self) -> Project:
+        return load_project(self.root / "retl.yaml")
+
+    @property
+    def store(self) -> StateStore:
+        return StateStore(self.project.state_dir)
+
+    def sql(self, statement: str) -> list[tuple]:
+        con = duckdb.connect(str(self.warehouse))
+        try:
+            return con.execute(statement).fetchall()
+        finally:
+            con.close()
+
+    def sync(self, model: str = "contacts", **kw) -> RunSummary:
+        return sync_model(self.project, model, instance=self.instance, **kw)
+
+    def model_rows(self) -> dict[str, dict]:
+        rows = self.sql("SELECT id, email, first_name, plan, "
+                        "strftime(updated_at, '%Y-%m-%dT%H:%M:%S.%gZ') FROM contacts")
+        return {r[0]: {"email": r[1], "first_name": r[2], "plan": r[3], "updated_at": r[4]}
+                for r in rows}
+
+
+@pytest.fixture
+def workspace(tmp_path, emulator, instance, monkeypatch) -> Workspace:
+    monkeypatch.setenv("CIO_WRITE_KEY", WRITE_KEY)
+    monkeypatch.delenv("RETL_STATE_DIR", raising=False)
+    ws = Workspace(tmp_path, instance)
+    generate(ws.warehouse, contacts=300, companies=20, events=50)
+    ws.write(PROJECT.format(url=emulator.url))
+    return ws

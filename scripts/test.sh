@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the test suite. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+exec .venv/bin/python -m pytest -q "$@"
