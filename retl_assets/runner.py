@@ -49,6 +49,7 @@ class RunSummary:
     deleted: int = 0
     unchanged: int = 0
     syncs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)  # asset check name -> passed
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -97,6 +98,9 @@ def summarize(instance: DagsterInstance, model: str, run_id: str,
                 summary.syncs[name] = {k: meta.get(k) for k in (
                     "sent", "succeeded", "failed", "rejected", "invalid", "unsent", "owed",
                     "duration_s", "records_per_s")}
+        elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = event.event_specific_data
+            summary.checks[check.check_name] = check.passed
         elif event.event_type == DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
             message = _root_message(error)

@@ -41,9 +41,36 @@ class PostgresSource:
                 reader = cur.fetch_record_batch()
             except adbc_driver_manager.Error as e:
                 raise SourceError(f"source {self.name!r}: query failed: {_clean(e)}") from None
-            yield reader
+            yield _normalise(reader)
         finally:
             con.close()
+
+
+def _normalise(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Give types the driver leaves opaque a real Arrow type: NUMERIC becomes a decimal
+    (precision and scale from its typmod; float64 when unconstrained), others their text."""
+    fields, casts = [], {}
+    for i, f in enumerate(reader.schema):
+        if isinstance(f.type, pa.BaseExtensionType) and getattr(f.type, "type_name", "") == "numeric":
+            typmod = int((f.metadata or {}).get(b"POSTGRESQL:typmod", b"-1"))
+            target = pa.float64()
+            if typmod >= 4 and ((typmod - 4) >> 16) <= 38:
+                target = pa.decimal128((typmod - 4) >> 16, (typmod - 4) & 0xFFFF)
+            casts[i] = target
+        elif isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.opaque":
+            casts[i] = f.type.storage_type
+        fields.append(pa.field(f.name, casts.get(i, f.type), f.nullable))
+    if not casts:
+        return reader
+    schema = pa.schema(fields)
+
+    def batches():
+        for batch in reader:
+            cols = [c.storage.cast(casts[i]) if i in casts else c
+                    for i, c in enumerate(batch.columns)]
+            yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def _clean(error: Exception) -> str:

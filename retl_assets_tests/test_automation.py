@@ -1,0 +1,93 @@
+"""Schedules and sensors run a model, and skip while a run of it is still going."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DagsterRunStatus,
+    RunsFilter,
+    build_schedule_context,
+    build_sensor_context,
+)
+
+from retl_assets.assets import build_retl_definitions
+from retl_assets.errors import LeaseHeldError  # noqa: F401  (named in the error text below)
+from retl_assets.project.schema import Schedule
+
+
+def slow_run_in_background(ws, emulator):
+    """Start a real sync that takes a few seconds; return the thread once it is running."""
+    (ws.root / "retl.yaml").write_text((ws.root / "retl.yaml").read_text().replace(
+        "max_retries: 8", "max_retries: 8\n    batch_size: 50\n    max_concurrency: 1"))
+    emulator.set_faults(latency_ms=400)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("run", ws.sync()))
+    thread.start()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        runs = ws.instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+        if runs and emulator.state()["stats"]["requests"] > 0:
+            return thread, result
+        time.sleep(0.05)
+    raise AssertionError("the run never started")
+
+
+def test_schedule_skips_while_a_run_is_in_progress_and_runs_otherwise(workspace, emulator):
+    defs = build_retl_definitions(workspace.project)
+    schedule = defs.get_schedule_def("retl_contacts_schedule")
+    tick = datetime(2026, 11, 23, 10, 15, tzinfo=timezone.utc)
+
+    thread, result = slow_run_in_background(workspace, emulator)
+    busy = schedule.evaluate_tick(build_schedule_context(
+        instance=workspace.instance, scheduled_execution_time=tick,
+        repository_def=defs.get_repository_def()))
+    # A second run started by hand meanwhile is refused at once, naming the holder.
+    second = workspace.sync()
+    thread.join(timeout=60)
+    assert busy.run_requests == [] or busy.run_requests is None
+    assert "skipping this tick" in busy.skip_message and "still started" in busy.skip_message
+    assert second.status == "failure"
+    assert any("is being synced by run" in e for e in second.errors), second.errors
+    assert result["run"].status == "success"
+
+    free = schedule.evaluate_tick(build_schedule_context(
+        instance=workspace.instance, scheduled_execution_time=tick,
+        repository_def=defs.get_repository_def()))
+    assert len(free.run_requests) == 1
+    assert free.run_requests[0].partition_key == "2026-11-23-10:00"
+
+
+def test_trigger_sensor_waits_for_the_run_then_fires(workspace, emulator):
+    text = (workspace.root / "retl.yaml").read_text().replace(
+        "schedule: {every: 15m}", "schedule: {every: 15m}\n    trigger: {asset: raw/contacts}")
+    (workspace.root / "retl.yaml").write_text(text)
+    defs = build_retl_definitions(workspace.project)
+    sensor = defs.get_sensor_def("retl_contacts_trigger")
+    nothing = sensor.evaluate_tick(build_sensor_context(repository_def=defs.get_repository_def(), instance=workspace.instance))
+    assert "has not materialised yet" in nothing.skip_message
+
+    workspace.instance.report_runless_asset_event(AssetMaterialization(AssetKey(["raw", "contacts"])))
+    thread, _ = slow_run_in_background(workspace, emulator)
+    waiting = sensor.evaluate_tick(build_sensor_context(repository_def=defs.get_repository_def(), instance=workspace.instance, cursor="0"))
+    thread.join(timeout=60)
+    assert "waiting" in waiting.skip_message and waiting.cursor in (None, "0")
+
+    fired = sensor.evaluate_tick(build_sensor_context(repository_def=defs.get_repository_def(), instance=workspace.instance, cursor="0"))
+    assert len(fired.run_requests) == 1 and int(fired.cursor) > 0
+    again = sensor.evaluate_tick(build_sensor_context(repository_def=defs.get_repository_def(), instance=workspace.instance,
+                                                      cursor=fired.cursor))
+    assert "no new materialisation" in again.skip_message
+
+
+def test_schedules_become_crons():
+    assert Schedule(every="15m").to_cron() == "*/15 * * * *"
+    assert Schedule(every="1h").to_cron() == "0 * * * *"
+    assert Schedule(every="6h").to_cron() == "0 */6 * * *"
+    assert Schedule(every="1d").to_cron() == "0 0 * * *"
+    assert Schedule(cron="0 9 * * 1-5").to_cron() == "0 9 * * 1-5"
+    assert Schedule(days=["mon", "thu"], at="09:30").to_cron() == "30 9 * * 1,4"
