@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--full-resync", action="store_true", help="send every row again")
     p.add_argument("--allow-mass-delete", action="store_true",
                    help="allow this run to delete more than max_delete_fraction")
+    p.add_argument("--verbose", action="store_true", help="show Dagster's own event log")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("status", help="recent runs with their counts")
     p.add_argument("--limit", type=int, default=10)
@@ -85,7 +86,8 @@ def _sync(args: argparse.Namespace) -> int:
 
     project = load_project()
     summary = sync_model(project, args.model, full_resync=args.full_resync,
-                         allow_mass_delete=args.allow_mass_delete)
+                         allow_mass_delete=args.allow_mass_delete,
+                         log_level="DEBUG" if args.verbose else "CRITICAL")
     out = summary.as_dict()
     if args.json:
         print(json.dumps(out, default=str))

@@ -57,8 +57,8 @@ class RunSummary:
 
 
 def sync_model(project: Project, model: str, *, full_resync: bool = False,
-               allow_mass_delete: bool = False, instance: DagsterInstance | None = None
-               ) -> RunSummary:
+               allow_mass_delete: bool = False, instance: DagsterInstance | None = None,
+               log_level: str = "DEBUG") -> RunSummary:
     if model not in project.models:
         raise ProjectError(f"no model named {model!r} (models: {', '.join(project.models)})")
     defs = build_retl_definitions(project)
@@ -72,8 +72,9 @@ def sync_model(project: Project, model: str, *, full_resync: bool = False,
     if instance is None:
         ensure_dagster_home(project)
         instance = DagsterInstance.get()
-    result = job.execute_in_process(instance=instance, partition_key=partition, tags=tags,
-                                    raise_on_error=False)
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    result = job.execute_in_process(run_config=run_config, instance=instance,
+                                    partition_key=partition, tags=tags, raise_on_error=False)
     return summarize(instance, model, result.run_id, partition)
 
 
