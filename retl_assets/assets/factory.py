@@ -51,9 +51,8 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
             head = store.head(name)
             last_sync_time = int(head.run_started_at or 0) if model.incremental else 0
             source = open_source(project, model.config.source)
-            with source.stream(model.render_sql(last_sync_time)) as reader:
-                staged = stage(name, model.keys, reader, store.staged_path(name, run_id),
-                               store.root / "tmp")
+            staged = stage(name, model.keys, source, model.render_sql(last_sync_time),
+                           store.staged_path(name, run_id), store.root / "tmp")
             report = staged.keys
             assert report is not None
             columns = [c for c, _ in staged.columns]

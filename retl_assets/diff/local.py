@@ -50,7 +50,8 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
     head = store.head(model)
     mdir = store.model_dir(model)
     base = mdir / head.snapshot if head.snapshot else None
-    if not options.incremental and head.rows > 0 and staged.rows == 0 and not options.allow_mass_delete:
+    emptied = not options.incremental and head.rows > 0 and staged.rows == 0
+    if emptied and not options.allow_mass_delete:
         raise ModelError(
             f"model {model!r} returned no rows, but the last snapshot had {head.rows}; "
             "refusing to delete everything in the destinations. Nothing was committed. "
@@ -63,19 +64,17 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
     con = connect(store.root / "tmp")
     new = f"read_parquet({sql_path(staged.path)})"
     try:
-        con.execute(f"COPY ({_changes_sql(new, base, keys, seq, options.incremental)}) "
-                    f"TO {sql_path(tmp_log)} (FORMAT parquet, COMPRESSION zstd)")
-        counts = dict(con.execute(
-            f"SELECT {OP}, count(*) FROM read_parquet({sql_path(tmp_log)}) GROUP BY 1").fetchall())
+        if base is None:
+            # The first changeset is the whole snapshot: rather than copy every row, the log
+            # records that; a sync with no cursor reads the snapshot itself (ledger.build_work).
+            counts = {"added": staged.rows}
+            con.execute(f"COPY (SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {new} "
+                        f"LIMIT 0) TO {sql_path(tmp_log)} (FORMAT parquet)")
+        else:
+            counts = _changed_keys(con, new, base, keys, options.incremental)
+            _guard(model, head.rows, counts.get("deleted", 0), options)
+            _write_changes(con, new, base, keys, seq, tmp_log)
         added, updated, deleted = (counts.get(k, 0) for k in ("added", "updated", "deleted"))
-        if (not options.allow_mass_delete and head.rows
-                and deleted > options.max_delete_fraction * head.rows):
-            raise ModelError(
-                f"model {model!r} would delete {deleted} of {head.rows} rows "
-                f"({deleted / head.rows:.0%}), more than max_delete_fraction "
-                f"{options.max_delete_fraction:.0%}; nothing was committed. If this is intended, "
-                "run again allowing it (retl sync --allow-mass-delete)."
-            )
         snap, full, rows = _write_snapshot(con, store, model, version, staged, base, keys, options)
     except BaseException:
         remove(tmp_log)
@@ -86,7 +85,7 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
     write_json(log.with_suffix(".json"), {
         "seq": seq, "base_version": head.version, "version": version, "run_id": run_id,
         "partition": partition, "created_at": time.time(), "added": added,
-        "updated": updated, "deleted": deleted,
+        "updated": updated, "deleted": deleted, "initial": base is None,
     })
     previous = [mdir / p for p in (head.snapshot, head.full) if p]
     # The commit point: from here on the new snapshot is the base.
@@ -100,20 +99,49 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
                      head.version, version, log)
 
 
-def _changes_sql(new: str, base: Path | None, keys: list[str], seq: int, incremental: bool) -> str:
-    if base is None:
-        return f"SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {new}"
-    b = f"read_parquet({sql_path(base)})"
-    on = " AND ".join(f"n.{quote(k)} = b.{quote(k)}" for k in keys)
-    parts = [
-        f"SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, n.* FROM {new} n ANTI JOIN {b} b ON {on}",
-        f"SELECT 'updated' AS {OP}, {seq}::BIGINT AS {SEQ}, n.* FROM {new} n JOIN {b} b ON {on} "
-        f"WHERE n.{FP} <> b.{FP}",
-    ]
-    if not incremental:
-        parts.append(f"SELECT 'deleted' AS {OP}, {seq}::BIGINT AS {SEQ}, b.* "
-                     f"FROM {b} b ANTI JOIN {new} n ON {on}")
-    return "\nUNION ALL BY NAME\n".join(parts)
+def _guard(model: str, base_rows: int, deleted: int, options: DiffOptions) -> None:
+    if options.allow_mass_delete or not base_rows:
+        return
+    if deleted > options.max_delete_fraction * base_rows:
+        raise ModelError(
+            f"model {model!r} would delete {deleted} of {base_rows} rows "
+            f"({deleted / base_rows:.0%}), more than max_delete_fraction "
+            f"{options.max_delete_fraction:.0%}; nothing was committed. If this is intended, "
+            "run again allowing it (retl sync --allow-mass-delete)."
+        )
+
+
+def _changed_keys(con, new: str, base: Path, keys: list[str],
+                  incremental: bool) -> dict[str, int]:
+    """Find changed keys reading only keys and fingerprints; returns counts per operation."""
+    k = [quote(c) for c in keys]
+    on = " AND ".join(f"n.{c} = b.{c}" for c in k)
+    pick = ", ".join(f"coalesce(n.{c}, b.{c}) AS {c}" for c in k)
+    thin = ", ".join(k + [FP])
+    join = "LEFT JOIN" if incremental else "FULL JOIN"  # incremental models never delete
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE changed AS
+        SELECT {pick}, CASE WHEN b.{k[0]} IS NULL THEN 'added'
+                            WHEN n.{k[0]} IS NULL THEN 'deleted' ELSE 'updated' END AS {OP}
+        FROM (SELECT {thin} FROM {new}) n
+        {join} (SELECT {thin} FROM read_parquet({sql_path(base)})) b ON {on}
+        WHERE n.{FP} IS DISTINCT FROM b.{FP}
+    """)
+    return dict(con.execute(f"SELECT {OP}, count(*) FROM changed GROUP BY 1").fetchall())
+
+
+def _write_changes(con, new: str, base: Path, keys: list[str], seq: int, out: Path) -> None:
+    """The changed rows in full: new values for adds and updates, kept ones for deletes."""
+    on = " AND ".join(f"x.{quote(c)} = c.{quote(c)}" for c in keys)
+    con.execute(f"""
+        COPY (
+          SELECT c.{OP}, {seq}::BIGINT AS {SEQ}, x.* FROM {new} x JOIN changed c ON {on}
+          WHERE c.{OP} <> 'deleted'
+          UNION ALL BY NAME
+          SELECT c.{OP}, {seq}::BIGINT AS {SEQ}, x.* FROM read_parquet({sql_path(base)}) x
+          JOIN changed c ON {on} WHERE c.{OP} = 'deleted'
+        ) TO {sql_path(out)} (FORMAT parquet, COMPRESSION zstd)
+    """)
 
 
 def _write_snapshot(con, store: StateStore, model: str, version: int, staged: Staged,

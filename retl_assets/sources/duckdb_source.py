@@ -19,19 +19,26 @@ class DuckDBSource:
         self.path = path
 
     @contextmanager
-    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The warehouse itself, read-only: snapshots are written straight from it."""
         if not self.path.exists():
             raise SourceError(f"source {self.name!r}: DuckDB file {self.path} does not exist")
         try:
             # Read-only: a sync must never change the warehouse, and readers don't block.
-            con = duckdb.connect(str(self.path), read_only=True)
+            con = duckdb.connect(str(self.path), read_only=True,
+                                 config={"enable_progress_bar": False})
         except duckdb.Error as e:
             raise SourceError(f"source {self.name!r}: cannot open {self.path}: {e}") from None
         try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
+        with self.connect() as con:
             try:
                 reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
             except duckdb.Error as e:
                 raise SourceError(f"source {self.name!r}: query failed: {e}") from None
             yield reader
-        finally:
-            con.close()

@@ -8,14 +8,19 @@ from pathlib import Path
 import duckdb
 
 
+def memory_limit() -> str:
+    return os.environ.get("RETL_MEMORY_LIMIT", "768MB")
+
+
 def connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB bounded in memory, spilling to the state store when it must."""
     spill_dir.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(config={
-        "memory_limit": os.environ.get("RETL_MEMORY_LIMIT", "768MB"),
+        "memory_limit": memory_limit(),
         "temp_directory": str(spill_dir),
         # Order of rows in a snapshot means nothing; dropping it lets writes stream.
         "preserve_insertion_order": False,
+        "enable_progress_bar": False,
     })
     return con
 

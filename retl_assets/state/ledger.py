@@ -41,6 +41,10 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
     on = ", ".join(quote(k) for k in keys)
     parts: list[str] = []
     full = full_resync or state.cursor is None
+    # A sync that never consumed the initial changeset (which points at the snapshot rather
+    # than holding rows) takes the snapshot whole.
+    full = full or any(store.log_manifest(model, s).get("initial")
+                       for s in range((state.cursor or 0) + 1, head.log_seq + 1))
     if full and head.full:
         src = f"read_parquet({sql_path(mdir / head.full)})"
         parts.append(f"SELECT 'added' AS {OP}, {head.log_seq}::BIGINT AS {SEQ}, * FROM {src}")

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-
 from retl_assets.errors import ModelError, SourceError
-from retl_assets.state.engine import connect, quote
+from retl_assets.sources import DuckDBSource, Source
+from retl_assets.state.engine import connect, memory_limit, quote
 from retl_assets.state.files import remove, sql_path, temp_path
 from retl_assets.state.store import FP, PREFIX
 
@@ -52,35 +51,60 @@ def fingerprint_sql(names: list[str]) -> str:
     return f"hash({', '.join(quote(n) for n in names)})"
 
 
-def stage(model: str, keys: list[str], reader: pa.RecordBatchReader, path: Path,
+# The full extract is written once and read back by column: a fast codec beats a dense one.
+STAGED_PARQUET = "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 122880"
+
+
+def stage(model: str, keys: list[str], source: Source, sql: str, path: Path,
           spill_dir: Path) -> Staged:
-    """Write the reader's rows plus a fingerprint to `path` (moved into place whole)."""
-    names = reader.schema.names
-    _check_columns(model, keys, names)
-    missing = [k for k in keys if k not in names]
+    """Run the model's query and write its rows plus a fingerprint to `path`, whole."""
     tmp = temp_path(path)
-    con = connect(spill_dir)
     started = time.monotonic()
     try:
-        con.register("extract", reader)
-        con.execute(
-            f"COPY (SELECT *, {fingerprint_sql(names)} AS {FP} FROM extract) "
-            f"TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
-        )
-    except duckdb.Error as e:
-        remove(tmp)
-        raise SourceError(f"model {model!r}: reading the query result failed: {e}") from None
-    except Exception:
+        if isinstance(source, DuckDBSource):
+            # Same engine: copy straight from the warehouse, no Arrow hop in between.
+            with source.connect() as con:
+                con.execute("SET preserve_insertion_order = false")
+                con.execute(f"SET memory_limit = '{memory_limit()}'")
+                con.execute(f"SET temp_directory = {sql_path(spill_dir)}")
+                try:
+                    names = con.sql(sql).columns
+                except duckdb.Error as e:
+                    raise SourceError(f"model {model!r}: query failed on source "
+                                      f"{source.name!r}: {e}") from None
+                _check_columns(model, keys, names)
+                _copy(con, model, source.name, f"({sql})", names, tmp)
+        else:
+            with source.stream(sql) as reader:
+                names = reader.schema.names
+                _check_columns(model, keys, names)
+                con = connect(spill_dir)
+                try:
+                    con.register("extract", reader)
+                    _copy(con, model, source.name, "extract", names, tmp)
+                finally:
+                    con.close()
+    except BaseException:
         remove(tmp)
         raise
     elapsed = time.monotonic() - started
     tmp.replace(path)
+    con = connect(spill_dir)
     try:
-        report = check_keys(con, path, keys, missing)
+        report = check_keys(con, path, keys, [k for k in keys if k not in names])
         cols = [(n, t) for n, t in _describe(con, path) if n != FP]
     finally:
         con.close()
     return Staged(path, report.rows, cols, elapsed, report)
+
+
+def _copy(con: duckdb.DuckDBPyConnection, model: str, source: str, relation: str,
+          names: list[str], out: Path) -> None:
+    try:
+        con.execute(f"COPY (SELECT *, {fingerprint_sql(names)} AS {FP} FROM {relation} AS q) "
+                    f"TO {sql_path(out)} ({STAGED_PARQUET})")
+    except duckdb.Error as e:
+        raise SourceError(f"model {model!r}: query failed on source {source!r}: {e}") from None
 
 
 def _check_columns(model: str, keys: list[str], names: list[str]) -> None:
@@ -102,12 +126,16 @@ def _describe(con: duckdb.DuckDBPyConnection, path: Path) -> list[tuple[str, str
 def check_keys(con: duckdb.DuckDBPyConnection, path: Path, keys: list[str],
                missing: list[str]) -> KeyReport:
     src = f"read_parquet({sql_path(path)})"
-    rows = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
     if missing:
+        rows = con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
         return KeyReport(rows, 0, 0, [], missing)
     cols = ", ".join(quote(k) for k in keys)
     nulls = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
-    null_keys = con.execute(f"SELECT count(*) FROM {src} WHERE {nulls}").fetchone()[0]
+    rows, null_keys, distinct = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE {nulls}), count(DISTINCT ({cols})) "
+        f"FROM (SELECT {cols} FROM {src})").fetchone()
+    if rows - null_keys == distinct:
+        return KeyReport(rows, null_keys, 0, [], [])
     dup = con.execute(
         f"SELECT concat_ws(', ', {cols}) AS k, count(*) AS n FROM {src} "
         f"GROUP BY ALL HAVING count(*) > 1 ORDER BY n DESC LIMIT 5"
