@@ -48,19 +48,22 @@ def make_warehouse(path: Path, rows: int) -> None:
             f"(i % 97) / {c}.0 AS f{c}" if kind == 2 else
             f"TIMESTAMP '2026-01-01' + to_seconds(i % 86400) AS t{c}"
         )
-    con = duckdb.connect(str(path), config={"enable_progress_bar": False})
+    con = duckdb.connect(str(path))
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"CREATE OR REPLACE TABLE wide AS SELECT {', '.join(cols)} FROM range({rows}) r(i)")
     con.close()
 
 
 def change_one_percent(warehouse: Path) -> None:
-    con = duckdb.connect(str(warehouse), config={"enable_progress_bar": False})
+    con = duckdb.connect(str(warehouse))
+    con.execute("SET enable_progress_bar = false")
     con.execute("UPDATE wide SET n4 = n4 + 1 WHERE id % 100 = 0")
     con.close()
 
 
 def floor_seconds(warehouse: Path, out: Path) -> float:
-    con = duckdb.connect(str(warehouse), read_only=True, config={"enable_progress_bar": False})
+    con = duckdb.connect(str(warehouse), read_only=True)
+    con.execute("SET enable_progress_bar = false")
     names = [r[0] for r in con.execute("DESCRIBE wide").fetchall()]
     started = time.perf_counter()
     con.execute(f"COPY (SELECT *, hash({', '.join(names)}) AS fp FROM wide) TO '{out}' "

@@ -25,11 +25,11 @@ class DuckDBSource:
             raise SourceError(f"source {self.name!r}: DuckDB file {self.path} does not exist")
         try:
             # Read-only: a sync must never change the warehouse, and readers don't block.
-            con = duckdb.connect(str(self.path), read_only=True,
-                                 config={"enable_progress_bar": False})
+            con = duckdb.connect(str(self.path), read_only=True)
         except duckdb.Error as e:
             raise SourceError(f"source {self.name!r}: cannot open {self.path}: {e}") from None
         try:
+            con.execute("SET enable_progress_bar = false")
             yield con
         finally:
             con.close()

@@ -20,8 +20,8 @@ def connect(spill_dir: Path) -> duckdb.DuckDBPyConnection:
         "temp_directory": str(spill_dir),
         # Order of rows in a snapshot means nothing; dropping it lets writes stream.
         "preserve_insertion_order": False,
-        "enable_progress_bar": False,
     })
+    con.execute("SET enable_progress_bar = false")  # a session option only
     return con
 
 
