@@ -17,7 +17,7 @@ def _query(project: Project, model: str, limit: int) -> tuple[list[dict[str, str
     head = StateStore(project.state_dir).head(model)
     sql = m.render_sql(int(head.run_started_at or 0) if m.incremental else 0)
     source = open_source(project, m.config.source)
-    with source.stream(f"SELECT * FROM ({sql}) AS retl_preview LIMIT {limit}") as reader:
+    with source.stream(f"SELECT * FROM (\n{sql}\n) AS retl_preview LIMIT {limit}") as reader:
         table = reader.read_all()
     columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
     return columns, table.to_pylist()

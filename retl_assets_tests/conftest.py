@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,12 @@ syncs:
       userId: userId
       event: {{value: "Contact Deleted"}}
 """
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 
 from retl_assets.errors import ProjectError
+from retl_assets_tests.conftest import free_port
 
 
 def replace_in_project(ws, old: str, new: str) -> None:
@@ -67,11 +67,6 @@ def test_mapping_to_a_missing_column_names_sync_and_field(workspace):
     assert run.syncs["contacts_identify"]["succeeded"] == 300
     assert workspace.store.sync_state("contacts_deleted").cursor is None
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_unreachable_destination_fails_and_keeps_the_changes(workspace, emulator):

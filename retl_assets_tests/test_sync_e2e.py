@@ -110,3 +110,32 @@ def test_invalid_records_are_kept_with_the_reason(workspace, emulator):
     assert run.status == "success"
     assert (s["invalid"], s["owed"], s["succeeded"]) == (1, 1, 299)
     assert "u000003" not in emulator.state()["profiles"]
+
+
+def test_full_resync_sends_every_row_again_as_new_messages(workspace, emulator):
+    workspace.sync()
+    accepted = emulator.state()["stats"]["messages_accepted"]
+    again = workspace.sync(full_resync=True)
+    assert again.status == "success"
+    assert again.syncs["contacts_identify"]["succeeded"] == 300
+    stats = emulator.state()["stats"]
+    # New messageIds: the destination applies them instead of dropping them as duplicates.
+    assert stats["messages_accepted"] - accepted == 300 and stats["duplicates"] == 0
+    after = workspace.sync()  # and the cursor sits at the end again
+    assert after.syncs["contacts_identify"]["sent"] == 0
+
+
+def test_oversize_row_is_refused_before_sending_and_kept(workspace, emulator):
+    workspace.sync()
+    workspace.sql("UPDATE contacts SET first_name = repeat('x', 40000) WHERE id = 'u000009'")
+    workspace.sql("UPDATE contacts SET plan = 'pro' WHERE id = 'u000010'")
+    run = workspace.sync()
+    s = run.syncs["contacts_identify"]
+    assert (s["sent"], s["succeeded"], s["invalid"], s["owed"]) == (1, 1, 1, 1)
+    assert emulator.state()["stats"]["contract_violations"] == []
+    assert emulator.state()["profiles"]["u000010"]["plan"] == "pro"
+    ledger = workspace.store.ledger_path("contacts_identify",
+                                         workspace.store.sync_state("contacts_identify"))
+    import duckdb
+    reason = duckdb.sql(f"SELECT __retl_error FROM read_parquet('{ledger}')").fetchall()[0][0]
+    assert "over the 32 KB limit" in reason

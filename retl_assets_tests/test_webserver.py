@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 
-from retl_assets_tests.conftest import WRITE_KEY
+from retl_assets_tests.conftest import WRITE_KEY, free_port
 
 QUERY = """{
   assetNodes { assetKey { path } isPartitioned assetChecksOrError {
@@ -18,11 +17,6 @@ QUERY = """{
   runsOrError { ... on Runs { results { runId jobName status } } }
 }"""
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_webserver_shows_assets_checks_and_runs(workspace):

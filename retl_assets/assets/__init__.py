@@ -18,6 +18,7 @@ def build_retl_specs(project: Project, translator: RetlTranslator | None = None
                      ) -> list[tuple[RetlAssetData, AssetSpec]]:
     """Every asset the project defines, as (what it is, its spec)."""
     translator = translator or RetlTranslator()
+    default = RetlTranslator()
     out = []
     for name, model in project.models.items():
         parts = partitions_for(model)
@@ -25,7 +26,10 @@ def build_retl_specs(project: Project, translator: RetlTranslator | None = None
                    RetlAssetData("diff", name, name, project, parts)]
         entries += [RetlAssetData("sync", s, name, project, parts) for s in project.syncs_of(name)]
         out += [(data, translator.get_asset_spec(data)) for data in entries]
-    return out
+    # A translator may rename keys; point every dependency at the renamed key.
+    renamed = {default.get_asset_spec(d).key: s.key for d, s in out}
+    return [(d, s.replace_attributes(deps=[
+        renamed.get(dep.asset_key, dep.asset_key) for dep in s.deps])) for d, s in out]
 
 
 def build_retl_definitions(project: Project, translator: RetlTranslator | None = None

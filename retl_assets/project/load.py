@@ -44,7 +44,11 @@ class Model:
         return bool(LAST_SYNC_TIME.search(self.sql))
 
     def render_sql(self, last_sync_time: int) -> str:
-        return LAST_SYNC_TIME.sub(str(int(last_sync_time)), self.sql)
+        """The query to run; without a trailing `;`, so it can be wrapped in a subquery."""
+        sql = LAST_SYNC_TIME.sub(str(int(last_sync_time)), self.sql).strip()
+        while sql.endswith(";"):
+            sql = sql[:-1].rstrip()
+        return sql
 
 
 @dataclass(frozen=True)

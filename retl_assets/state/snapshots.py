@@ -73,7 +73,7 @@ def stage(model: str, keys: list[str], source: Source, sql: str, path: Path,
                     raise SourceError(f"model {model!r}: query failed on source "
                                       f"{source.name!r}: {e}") from None
                 _check_columns(model, keys, names)
-                _copy(con, model, source.name, f"({sql})", names, tmp)
+                _copy(con, model, source.name, f"(\n{sql}\n)", names, tmp)
         else:
             with source.stream(sql) as reader:
                 names = reader.schema.names

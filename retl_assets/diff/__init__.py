@@ -1,0 +1,1 @@
+"""Changesets: a snapshot compared with the previous committed one."""

@@ -1,0 +1,1 @@
+"""Snapshots, ledgers, fingerprints: where the truth lives."""
