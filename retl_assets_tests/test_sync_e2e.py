@@ -139,3 +139,22 @@ def test_oversize_row_is_refused_before_sending_and_kept(workspace, emulator):
     import duckdb
     reason = duckdb.sql(f"SELECT __retl_error FROM read_parquet('{ledger}')").fetchall()[0][0]
     assert "over the 32 KB limit" in reason
+
+
+def test_reordered_columns_or_a_new_fingerprint_algorithm_change_nothing(workspace, emulator):
+    workspace.sync()
+    store = workspace.store
+    head = store.head("contacts")
+    head.fingerprint = "some-older-duckdb"  # as if the base was hashed by another release
+    # ...with fingerprints that no longer match what this release computes:
+    import duckdb
+    snap = store.model_dir("contacts") / head.snapshot
+    duckdb.execute(f"COPY (SELECT * REPLACE (__retl_fp + 1 AS __retl_fp) "
+                   f"FROM read_parquet('{snap}')) TO '{snap}.x' (FORMAT parquet)")
+    snap.with_name(snap.name + ".x").replace(snap)
+    store.write_head("contacts", head)
+    (workspace.root / "retl.yaml").write_text((workspace.root / "retl.yaml").read_text().replace(
+        'SELECT id AS "userId", email, first_name, plan, updated_at',
+        'SELECT plan, updated_at, first_name, email, id AS "userId"'))
+    run = workspace.sync()
+    assert (run.added, run.updated, run.deleted, run.unchanged) == (0, 0, 0, 300)

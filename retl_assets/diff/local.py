@@ -13,7 +13,7 @@ from pathlib import Path
 from retl_assets.errors import ModelError
 from retl_assets.state.engine import connect, quote
 from retl_assets.state.files import remove, sql_path, temp_path, write_json
-from retl_assets.state.snapshots import Staged
+from retl_assets.state.snapshots import FINGERPRINT, Staged, fingerprint_sql
 from retl_assets.state.store import FP, OP, SEQ, Head, StateStore
 
 
@@ -71,6 +71,8 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
             con.execute(f"COPY (SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {new} "
                         f"LIMIT 0) TO {sql_path(tmp_log)} (FORMAT parquet)")
         else:
+            if head.fingerprint != FINGERPRINT and head.full:
+                base = _refingerprint(con, mdir / head.full, base, keys, options)
             counts = _changed_keys(con, new, base, keys, options.incremental)
             _guard(model, head.rows, counts.get("deleted", 0), options)
             _write_changes(con, new, base, keys, seq, tmp_log)
@@ -92,11 +94,27 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
     store.write_head(model, Head(
         version=version, snapshot=snap, full=full, log_seq=seq, rows=rows, run_id=run_id,
         run_started_at=run_started_at, columns=[n for n, _ in staged.columns],
+        fingerprint=FINGERPRINT,
     ))
     remove(*[p for p in previous if p not in (mdir / snap, mdir / full)])
     remove(staged_path)
     return Changeset(model, seq, added, updated, deleted, staged.rows - added - updated, rows,
                      head.version, version, log)
+
+
+def _refingerprint(con, full: Path, base: Path, keys: list[str], options: DiffOptions) -> Path:
+    """The base fingerprinted again with this DuckDB's hash(), from the kept full copy, so an
+    upgrade of DuckDB does not make every row look updated."""
+    cols = [r[0] for r in con.execute(
+        f"DESCRIBE SELECT * FROM read_parquet({sql_path(full)})").fetchall() if r[0] != FP]
+    keep = cols if options.keep_columns is None or options.incremental else [
+        c for c in cols if c in keys or c in options.keep_columns]
+    out = temp_path(base)
+    select = ", ".join([quote(c) for c in keep] + [f"{fingerprint_sql(cols)} AS {FP}"])
+    con.execute(f"COPY (SELECT {select} FROM read_parquet({sql_path(full)})) "
+                f"TO {sql_path(out)} (FORMAT parquet)")
+    out.replace(base)
+    return base
 
 
 def _guard(model: str, base_rows: int, deleted: int, options: DiffOptions) -> None:

@@ -46,9 +46,14 @@ def load_staged(path: Path) -> Staged:
     return Staged(path, meta.num_rows, cols, 0.0)
 
 
+# DuckDB's hash() is vectorised, but its values may change between DuckDB releases; the
+# committed snapshot records which one made it, so the diff can re-fingerprint the base.
+FINGERPRINT = f"duckdb-hash/{duckdb.__version__}/sorted"
+
+
 def fingerprint_sql(names: list[str]) -> str:
-    # DuckDB's hash() is vectorised; a change of any value (NULLs included) changes it.
-    return f"hash({', '.join(quote(n) for n in names)})"
+    """A change of any value (NULLs included) changes it; the order of columns does not."""
+    return f"hash({', '.join(quote(n) for n in sorted(names))})"
 
 
 # The full extract is written once and read back by column: a fast codec beats a dense one.

@@ -41,6 +41,7 @@ class Head:
     run_id: str | None = None
     run_started_at: float | None = None  # drives {{last_sync_time}}
     columns: list[str] = field(default_factory=list)
+    fingerprint: str = ""  # which algorithm fingerprinted the snapshot
 
 
 @dataclass
