@@ -56,8 +56,9 @@ def validate() -> tuple[list[str], list[str]]:
         if sync.model not in columns:
             continue
         try:
-            dest = open_destination(project, sync.destination)
-            plan(name, sync, sync.model, columns[sync.model], dest.rules(sync.action))
+            writer = open_destination(project, sync.destination).writer(name, sync)
+            for operation in set(writer.operations().values()):
+                plan(name, sync, sync.model, columns[sync.model], writer.rules(operation))
         except RetlError as e:
             problems.append(str(e))
             continue

@@ -8,15 +8,16 @@ it was, so the next run resumes.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from retl_assets.destinations import Destination, Outcome, Record, deliver
-from retl_assets.mapping import Raw, columns_used, json_sql, plan
+from retl_assets.destinations import Destination, Outcome, Record, Writer, deliver
+from retl_assets.mapping import json_sql, plan
 from retl_assets.project import Project
 from retl_assets.state import ledger
 from retl_assets.state.engine import connect
 from retl_assets.state.files import remove, sql_path
-from retl_assets.state.store import MSGID, StateStore
+from retl_assets.state.store import DEST_ID, KEYTEXT, MSGID, OP, StateStore
 
 RECORD_BATCH = 10_000
 
@@ -29,6 +30,7 @@ class SyncResult:
     rejected: int = 0  # the destination refused them
     invalid: int = 0  # retl's own checks refused them before sending
     unsent: int = 0  # retries ran out
+    skipped: int = 0  # not sent on purpose (on_invalid: skip; a delete of what retl never wrote)
     owed: int = 0  # rows the sync still owes after this run
     resumed: int = 0  # delivered by an interrupted earlier run, not sent again
     work: int = 0
@@ -36,6 +38,7 @@ class SyncResult:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
+    by_operation: dict[str, int] = field(default_factory=dict)  # delivered per operation
     samples: list[str] = field(default_factory=list)
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # key, kind, error
 
@@ -61,60 +64,58 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
     if full_resync:
         state.epoch += 1
         store.write_sync_state(name, state)  # fixed before sending: retries reuse it
+    writer = destination.writer(name, config)
+    operations = writer.operations()
     con = connect(store.root / "tmp")
     work = None
     try:
         work, result.work = ledger.build_work(con, store, name, model.name, model.keys,
-                                              config.records, head, state, full_resync)
+                                              tuple(operations), head, state, full_resync)
         columns = ledger.data_columns(con, work)
-        rules = destination.rules(config.action)
-        tree = plan(name, config, model.name, columns, rules)
-        if config.mapping is None:
-            # Mapping by name: keys stay in the payload, but fields retl owns do not.
-            tree = {p: e for p, e in tree.items() if p[-1] not in ("type", "messageId")}
-        for path, sql in destination.envelope(config.action).items():
-            tree[path] = Raw(sql)
-        tree.setdefault(("messageId",), Raw(MSGID))
-        payload = json_sql(tree, columns, rules)
+        # Plan every payload before sending anything: a mapping error must stop the sync
+        # with nothing half-sent.
+        payloads = {}
+        for operation in dict.fromkeys(operations.values()):
+            mapped = plan(name, config, model.name, columns, writer.rules(operation))
+            payloads[operation] = json_sql(writer.payload(operation, mapped), columns,
+                                           writer.rules(operation), config.skip_nulls)
         done = ledger.delivered_before(store, name)
         failures: dict[str, str] = {}
+        new_ids: dict[str, str] = {}
+        gone: set[str] = set()
 
-        def records():
-            cursor = con.execute(
-                f"SELECT {MSGID}, {ledger.KEYTEXT}, p, "
-                f"{destination.invalid_sql(config.action, 'p')} "
-                f"FROM (SELECT *, ({payload})::VARCHAR AS p FROM read_parquet({sql_path(work)}))"
-            )
-            while chunk := cursor.fetchmany(RECORD_BATCH):
-                for msgid, key, body, invalid in chunk:
-                    if msgid in done:
-                        result.resumed += 1
-                        continue
-                    if invalid is not None:
-                        failures[msgid] = f"invalid: {invalid}"
-                        result.invalid += 1
-                        _note(result, key, "invalid", invalid)
-                        continue
-                    if len(result.samples) < 3:
-                        result.samples.append(body)
-                    yield Record(msgid, key, body)
+        def records() -> Iterator[Record]:
+            # Deletes last: an upsert and a delete of the same record never share a run.
+            order = sorted(payloads, key=lambda op: "deleted" in _changes(operations, op))
+            for operation in order:
+                yield from _records(con, work, writer, operation, payloads[operation],
+                                    _changes(operations, operation), done, failures, result,
+                                    config.on_invalid)
 
         def on_outcomes(outcomes: list[Outcome]) -> None:
             ok = [o.record.msgid for o in outcomes if o.status == "delivered"]
             if ok:
                 ledger.checkpoint(store, name, ok)
             for o in outcomes:
-                if o.status != "delivered":
-                    failures[o.record.msgid] = f"{o.status}: {o.error}"
-                    _note(result, o.record.key, o.status, o.error or "")
+                if o.status == "delivered":
+                    op = o.record.operation
+                    result.by_operation[op] = result.by_operation.get(op, 0) + 1
+                    if o.dest_id:
+                        new_ids[o.record.key] = o.dest_id
+                    if writer.needs_dest_id(op) and "deleted" in _changes(operations, op):
+                        gone.add(o.record.key)
+                    continue
+                failures[o.record.msgid] = f"{o.status}: {o.error}"
+                _note(result, o.record.key, o.status, o.error or "")
 
-        report = deliver(destination, records(), on_outcomes, max_retries=max_retries,
+        report = deliver(writer, records(), on_outcomes, max_retries=max_retries,
                          timeout_s=timeout_s)
         result.sent, result.rejected, result.unsent = report.sent, report.rejected, report.unsent
         result.succeeded = report.delivered + result.resumed
         result.requests, result.retries = report.requests, report.retries
         result.rate_limited = report.rate_limited
-        result.owed = ledger.commit(con, store, name, work, failures, head, state, state.epoch)
+        result.owed = ledger.commit(con, store, name, work, failures, head, state, state.epoch,
+                                    new_ids, gone)
         work = None
     finally:
         con.close()
@@ -123,12 +124,41 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
     return result
 
 
+def _changes(operations: dict[str, str], operation: str) -> list[str]:
+    return [change for change, op in operations.items() if op == operation]
+
+
+def _records(con, work, writer: Writer, operation: str, payload: str, changes: list[str],
+             done: set[str], failures: dict[str, str], result: SyncResult,
+             on_invalid: str) -> Iterator[Record]:
+    wanted = ", ".join(f"'{c}'" for c in changes)
+    cursor = con.execute(
+        f"SELECT {MSGID}, {KEYTEXT}, p, {writer.invalid_sql(operation, 'p')}, {DEST_ID} "
+        f"FROM (SELECT *, ({payload})::VARCHAR AS p FROM read_parquet({sql_path(work)}) "
+        f"WHERE {OP} IN ({wanted}))"
+    )
+    needs_id = writer.needs_dest_id(operation)
+    while chunk := cursor.fetchmany(RECORD_BATCH):
+        for msgid, key, body, invalid, dest_id in chunk:
+            if msgid in done:
+                result.resumed += 1
+                continue
+            if needs_id and not dest_id:
+                result.skipped += 1  # retl never wrote this record: a delete must not touch it
+                continue
+            if invalid is not None:
+                if on_invalid == "skip":
+                    result.skipped += 1
+                    continue
+                failures[msgid] = f"invalid: {invalid}"
+                result.invalid += 1
+                _note(result, key, "invalid", invalid)
+                continue
+            if len(result.samples) < 3:
+                result.samples.append(body)
+            yield Record(msgid, key, body, operation, dest_id)
+
+
 def _note(result: SyncResult, key: str, kind: str, error: str) -> None:
     if len(result.errors) < 50:
         result.errors.append((key, kind, error))
-
-
-def mapped_columns(project: Project, name: str, columns: dict[str, str],
-                   destination_rules) -> set[str]:
-    config = project.config.syncs[name]
-    return columns_used(plan(name, config, config.model, columns, destination_rules))

@@ -136,8 +136,8 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
             destination = open_destination(project, config.destination)
             result = run_sync(project, store, name, destination,
                               full_resync=tag_on(context, FULL_RESYNC_TAG),
-                              max_retries=getattr(dest_config, "max_retries", 6),
-                              timeout_s=getattr(dest_config, "timeout_s", 30.0))
+                              max_retries=dest_config.max_retries,
+                              timeout_s=dest_config.timeout_s)
             context.log.info(
                 f"sync {name}: sent {result.sent}, succeeded {result.succeeded}, "
                 f"failed {result.failed}, unsent {result.unsent}, owed {result.owed} "
@@ -149,7 +149,9 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 "rejected": result.rejected,
                 "invalid": result.invalid,
                 "unsent": result.unsent,
+                "skipped": result.skipped,
                 "owed": result.owed,
+                "by_operation": MetadataValue.json(result.by_operation),
                 "resumed": result.resumed,
                 "requests": result.requests,
                 "retries": result.retries,

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Answer, Capabilities, Destination, Record
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    Destination,
+    Record,
+    Writer,
+)
 from retl_assets.destinations.delivery import Outcome, Report, deliver
-from retl_assets.destinations.segment import SegmentDestination
-from retl_assets.project import Project, resolve_secret
+from retl_assets.destinations.registry import module
+from retl_assets.project import Project
 
 
 def open_destination(project: Project, name: str) -> Destination:
     config = project.config.destinations[name]
-    key = resolve_secret(config.write_key, f"destinations.{name}.write_key")
-    return SegmentDestination(name, config.type, key or "", config.base_url,
-                              config.max_concurrency, config.batch_size)
+    m = module(config.type)
+    assert m is not None  # the project loader checked the type
+    return m.connect(name, config)
 
 
-__all__ = ["Answer", "Capabilities", "Destination", "Outcome", "Record", "Report",
-           "SegmentDestination", "deliver", "open_destination"]
+__all__ = ["Answer", "Capabilities", "Destination", "Outcome", "Record", "Report", "Writer",
+           "deliver", "open_destination"]

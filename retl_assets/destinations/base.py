@@ -1,4 +1,9 @@
-"""What a destination declares (capabilities, as data) and what a request's answer means."""
+"""What a destination declares (capabilities, as data) and the writer it hands each sync.
+
+A destination is a connection to one vendor account. For each sync it makes a `Writer`
+that knows the sync's object, match and action, and turns batches of encoded records into
+requests and answers into per-record outcomes. The delivery engine does everything else.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,11 @@ from typing import Literal, Protocol
 
 import httpx
 
-from retl_assets.mapping import Rules
+from retl_assets.mapping import Rules, Tree
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    actions: tuple[str, ...]
     records_per_request: int
     bytes_per_request: int
     bytes_per_record: int
@@ -28,6 +32,8 @@ class Record:
     msgid: str
     key: str  # the primary key as text, for the ledger and error tables
     payload: str  # JSON text
+    operation: str = ""
+    dest_id: str | None = None  # the vendor's id of this record, when retl knows it
 
 
 @dataclass
@@ -38,26 +44,64 @@ class Answer:
     error: str | None = None
     retry_after: float | None = None  # seconds, from the vendor
     rejected: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor error
+    ids: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor's id
+
+
+class Writer(Protocol):
+    """One sync's view of a destination."""
+
+    destination: str
+    capabilities: Capabilities
+
+    def operations(self) -> dict[str, str]:
+        """Change (added, updated, deleted) -> the vendor operation that carries it."""
+        ...
+
+    def rules(self, operation: str) -> Rules:
+        """Where the user's mapped fields go in this operation's payload."""
+        ...
+
+    def payload(self, operation: str, mapped: Tree) -> Tree:
+        """The whole payload: the mapped fields plus what the vendor needs around them."""
+        ...
+
+    def needs_dest_id(self, operation: str) -> bool:
+        """True when the operation addresses the vendor's own id (deletes, mostly)."""
+        ...
+
+    def invalid_sql(self, operation: str, payload: str) -> str:
+        """SQL giving why a payload breaks the vendor's contract, or NULL."""
+        ...
+
+    def request(self, client: httpx.AsyncClient, operation: str,
+                records: list[Record]) -> httpx.Request:
+        ...
+
+    def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
+        ...
 
 
 class Destination(Protocol):
     name: str
-    capabilities: Capabilities
 
-    def rules(self, action: str) -> Rules:
-        """Where unplaced columns go for this action."""
+    def writer(self, sync_name: str, sync) -> Writer:  # sync: SyncConfig
         ...
 
-    def envelope(self, action: str) -> dict[tuple[str, ...], str]:
-        """Fields the destination adds to each payload, as SQL (e.g. the type)."""
+    def check_request(self, client: httpx.Client) -> httpx.Request:
+        """The vendor's cheapest read-only call, to test the credentials."""
         ...
 
-    def invalid_sql(self, action: str, payload: str) -> str:
-        """SQL giving the reason a payload breaks the vendor's contract, or NULL."""
-        ...
 
-    def request(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
-        ...
-
-    def read(self, response: httpx.Response, records: list[Record]) -> Answer:
-        ...
+def status_answer(response: httpx.Response, retry_after: float | None = None) -> Answer | None:
+    """The answer every HTTP API shares for a non-2xx status; None for 2xx."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    error = f"HTTP {status}: {response.text[:300]}"
+    if status in (401, 403):
+        return Answer("auth", error=error)
+    if status == 429:
+        return Answer("retry", error=error, retry_after=retry_after)
+    if status in (400, 404, 409, 413, 422):
+        return Answer("refused", error=error)
+    return Answer("retry", error=error)

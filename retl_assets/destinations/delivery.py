@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from retl_assets.destinations.base import Capabilities, Destination, Record
+from retl_assets.destinations.base import Capabilities, Record, Writer
 from retl_assets.destinations.retry import backoff
 from retl_assets.errors import AuthError, UnreachableError
 
@@ -28,6 +28,7 @@ class Outcome:
     record: Record
     status: str  # delivered | rejected | unsent
     error: str | None = None
+    dest_id: str | None = None  # the vendor's id, when its answer gave one
 
 
 @dataclass
@@ -65,12 +66,14 @@ class RateLimiter:
 
 
 def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> Iterable[list[Record]]:
-    """Requests of at most `records_per_request` records and `bytes_per_request` bytes."""
+    """Requests of one operation, at most `records_per_request` records and
+    `bytes_per_request` bytes each."""
     batch: list[Record] = []
     size = overhead
     for r in records:
         n = len(r.payload) + 1  # +1 for the separating comma
-        if batch and (len(batch) >= caps.records_per_request or size + n > caps.bytes_per_request):
+        full = len(batch) >= caps.records_per_request or size + n > caps.bytes_per_request
+        if batch and (full or r.operation != batch[0].operation):
             yield batch
             batch, size = [], overhead
         batch.append(r)
@@ -79,7 +82,7 @@ def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> It
         yield batch
 
 
-async def _deliver(dest: Destination, records: Iterable[Record],
+async def _deliver(dest: Writer, records: Iterable[Record],
                    on_outcomes: Callable[[list[Outcome]], None], report: Report,
                    max_retries: int, timeout_s: float) -> None:
     caps = dest.capabilities
@@ -91,27 +94,29 @@ async def _deliver(dest: Destination, records: Iterable[Record],
 
         async def send(batch: list[Record]) -> list[Outcome]:
             attempt, waited = 0, 0.0
+            op = batch[0].operation
             while True:
                 if limiter:
                     await limiter.wait()
                 report.requests += 1
                 try:
-                    response = await client.send(dest.request(client, batch))
+                    response = await client.send(dest.request(client, op, batch))
                 except httpx.TransportError as e:
                     if attempt >= max_retries:
                         raise UnreachableError(
-                            f"destination {dest.name!r} could not be reached after "
+                            f"destination {dest.destination!r} could not be reached after "
                             f"{attempt + 1} attempts: {type(e).__name__}: {e}") from None
                     attempt += 1
                     report.retries += 1
                     await asyncio.sleep(backoff(attempt))
                     continue
-                answer = dest.read(response, batch)
+                answer = dest.read(response, op, batch)
                 if answer.kind == "ok":
                     return [Outcome(r, "rejected", answer.rejected[i]) if i in answer.rejected
-                            else Outcome(r, "delivered") for i, r in enumerate(batch)]
+                            else Outcome(r, "delivered", dest_id=answer.ids.get(i))
+                            for i, r in enumerate(batch)]
                 if answer.kind == "auth":
-                    raise AuthError(f"destination {dest.name!r} refused the credentials: "
+                    raise AuthError(f"destination {dest.destination!r} refused the credentials: "
                                     f"{answer.error}")
                 if answer.kind == "refused":
                     if len(batch) == 1:
@@ -176,7 +181,7 @@ def _count(report: Report, outcomes: list[Outcome]) -> None:
             report.errors.append((o.record.key, o.error or ""))
 
 
-def deliver(dest: Destination, records: Iterable[Record],
+def deliver(dest: Writer, records: Iterable[Record],
             on_outcomes: Callable[[list[Outcome]], None], *, max_retries: int = 6,
             timeout_s: float = 30.0) -> Report:
     """Send every record; `on_outcomes` is called after each request completes."""

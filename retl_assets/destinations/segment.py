@@ -2,7 +2,7 @@
 
 POST {base}/v1/batch {"batch": [...]} with HTTP Basic auth (write key as user name);
 32 KB a message, 500 KB a request. The API answers a batch as a whole: 200 for all of it,
-400 when it refuses it (we split to find the bad message), 401 for a bad key.
+400 when it refuses it (the engine splits to find the bad message), 401 for a bad key.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ import base64
 
 import httpx
 
-from retl_assets.destinations.base import Answer, Capabilities, Record
+from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.mapping import Rules
+from retl_assets.mapping import Raw, Rules, Tree
+from retl_assets.project.load import resolve_secret
+from retl_assets.project.schema import DestinationBase, Secret, SyncConfig
+from retl_assets.state.store import MSGID
 
 BASE_URLS = {"customerio": "https://cdp.customer.io", "segment": "https://api.segment.io"}
-ACTIONS = ("identify", "track", "group", "page", "screen", "alias")
+CALLS = ("identify", "track", "group", "page", "screen", "alias")
+ACTIONS = {"customerio": CALLS, "segment": CALLS}
 TOP_LEVEL = frozenset({
     "userId", "anonymousId", "event", "name", "groupId", "previousId", "timestamp",
     "context", "integrations", "category", "messageId", "sentAt", "originalTimestamp",
@@ -27,25 +31,31 @@ CONTAINER = {"identify": "traits", "group": "traits", "track": "properties",
              "page": "properties", "screen": "properties", "alias": None}
 MESSAGE_LIMIT = 32 * 1024
 REQUEST_LIMIT = 500 * 1024
+MAX_BATCH = 2500
+
+
+class SegmentConfig(DestinationBase):
+    write_key: Secret
+
+
+CONFIGS = {"customerio": SegmentConfig, "segment": SegmentConfig}
 
 
 class SegmentDestination:
     def __init__(self, name: str, kind: str, write_key: str, base_url: str | None = None,
-                 max_concurrency: int = 4, batch_size: int = 2500):
+                 max_concurrency: int | None = None, batch_size: int | None = None):
         self.name = name
         self.kind = kind
         self.base_url = (base_url or BASE_URLS[kind]).rstrip("/")
-        # Keep the key only inside the header value; repr() of this object never shows it.
+        # The key lives only inside the header value; repr() never shows it.
         self._auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
         self.capabilities = Capabilities(
-            actions=ACTIONS,
-            records_per_request=min(batch_size, 2500),
-            # Stay a little under the published limits: the envelope adds a few bytes.
+            records_per_request=min(batch_size or MAX_BATCH, MAX_BATCH),
+            # A little under the published limits: the envelope adds a few bytes.
             bytes_per_request=REQUEST_LIMIT - 1024,
             bytes_per_record=MESSAGE_LIMIT,
-            max_concurrency=max_concurrency,
+            max_concurrency=max_concurrency or 4,
             rate_limit=(3000, 3.0) if kind == "customerio" else (1000, 1.0),
-            default_retry_after_s=1.0,
             deduplicates=True,
             partial_failure="whole_batch",
         )
@@ -53,48 +63,76 @@ class SegmentDestination:
     def __repr__(self) -> str:
         return f"SegmentDestination({self.name!r}, {self.base_url!r})"
 
-    def rules(self, action: str) -> Rules:
-        return Rules(top_level=TOP_LEVEL, container=CONTAINER[action], as_string=ID_FIELDS)
+    def writer(self, sync_name: str, sync: SyncConfig) -> SegmentWriter:
+        return SegmentWriter(self, sync)
 
-    def envelope(self, action: str) -> dict[tuple[str, ...], str]:
-        return {("type",): f"'{action}'"}
+    def check_request(self, client: httpx.Client) -> httpx.Request:
+        # The tracking API has no read call; an empty batch checks the key and sends nothing.
+        return client.build_request("POST", f"{self.base_url}/v1/batch", json={"batch": []},
+                                    headers={"Authorization": self._auth})
 
-    def invalid_sql(self, action: str, payload: str) -> str:
-        def present(field: str) -> str:
-            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') <> ''"
-
-        checks = [(f"strlen({payload}) > {MESSAGE_LIMIT}",
-                   f"'message is ' || strlen({payload}) || ' bytes, over the 32 KB limit'")]
-        if action == "alias":
-            checks += [(f"NOT {present('previousId')}", "'alias needs previousId'"),
-                       (f"NOT {present('userId')}", "'alias needs userId'")]
-        else:
-            checks.append((f"NOT ({present('userId')} OR {present('anonymousId')})",
-                           f"'{action} needs userId or anonymousId'"))
-        if action == "track":
-            checks.append((f"NOT {present('event')}", "'track needs event'"))
-        if action == "group":
-            checks.append((f"NOT {present('groupId')}", "'group needs groupId'"))
-        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-        return f"CASE {whens} ELSE NULL END"
-
-    def request(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
+    def post(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
         body = ('{"batch":[' + ",".join(r.payload for r in records) + "]}").encode()
         return client.build_request(
             "POST", f"{self.base_url}/v1/batch", content=body,
             headers={"Authorization": self._auth, "Content-Type": "application/json"},
         )
 
-    def read(self, response: httpx.Response, records: list[Record]) -> Answer:
-        status = response.status_code
-        if 200 <= status < 300:
-            return Answer("ok")
-        error = f"HTTP {status}: {response.text[:300]}"
-        if status in (401, 403):
-            return Answer("auth", error=error)
-        if status == 429:
-            return Answer("retry", error=error,
-                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        if status in (400, 413, 422):
-            return Answer("refused", error=error)
-        return Answer("retry", error=error)
+
+class SegmentWriter:
+    def __init__(self, dest: SegmentDestination, sync: SyncConfig):
+        self.destination = dest.name
+        self.capabilities = dest.capabilities
+        self._dest = dest
+        self._sync = sync
+
+    def operations(self) -> dict[str, str]:
+        return {change: self._sync.action for change in self._sync.selects}
+
+    def rules(self, operation: str) -> Rules:
+        return Rules(top_level=TOP_LEVEL, container=CONTAINER[operation], as_string=ID_FIELDS)
+
+    def payload(self, operation: str, mapped: Tree) -> Tree:
+        tree = dict(mapped)
+        if self._sync.mapping is None:
+            # Mapping by name: retl owns the call type and the idempotency key.
+            tree = {p: e for p, e in tree.items() if p[-1] not in ("type", "messageId")}
+        tree[("type",)] = Raw(f"'{operation}'")
+        tree.setdefault(("messageId",), Raw(MSGID))
+        return tree
+
+    def needs_dest_id(self, operation: str) -> bool:
+        return False
+
+    def invalid_sql(self, operation: str, payload: str) -> str:
+        def present(field: str) -> str:
+            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') <> ''"
+
+        checks = [(f"strlen({payload}) > {MESSAGE_LIMIT}",
+                   f"'message is ' || strlen({payload}) || ' bytes, over the 32 KB limit'")]
+        if operation == "alias":
+            checks += [(f"NOT {present('previousId')}", "'alias needs previousId'"),
+                       (f"NOT {present('userId')}", "'alias needs userId'")]
+        else:
+            checks.append((f"NOT ({present('userId')} OR {present('anonymousId')})",
+                           f"'{operation} needs userId or anonymousId'"))
+        if operation == "track":
+            checks.append((f"NOT {present('event')}", "'track needs event'"))
+        if operation == "group":
+            checks.append((f"NOT {present('groupId')}", "'group needs groupId'"))
+        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
+        return f"CASE {whens} ELSE NULL END"
+
+    def request(self, client: httpx.AsyncClient, operation: str,
+                records: list[Record]) -> httpx.Request:
+        return self._dest.post(client, records)
+
+    def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
+        failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
+        return failed or Answer("ok")
+
+
+def connect(name: str, config: SegmentConfig) -> SegmentDestination:
+    key = resolve_secret(config.write_key, f"destinations.{name}.write_key")
+    return SegmentDestination(name, config.type, key or "", config.base_url,
+                              config.max_concurrency, config.batch_size)

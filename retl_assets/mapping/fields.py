@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from retl_assets.errors import ProjectError
-from retl_assets.project.schema import Constant, SyncConfig
+from retl_assets.mapping.templates import template_sql
+from retl_assets.project.schema import Constant, SyncConfig, Template
 from retl_assets.state.engine import quote
 
 
@@ -56,6 +57,10 @@ def plan(sync_name: str, sync: SyncConfig, model: str, columns: dict[str, str],
             if isinstance(src, Constant):
                 pairs.append((field, Literal(src.value)))
                 continue
+            if isinstance(src, Template):
+                where = f"syncs.{sync_name}.mapping.{field}"
+                pairs.append((field, Raw(template_sql(src.template, set(columns), where))))
+                continue
             if src not in columns:
                 raise ProjectError(
                     f"syncs.{sync_name}.mapping.{field}: column {src!r} is not in model "
@@ -73,8 +78,11 @@ def plan(sync_name: str, sync: SyncConfig, model: str, columns: dict[str, str],
     return tree
 
 
-def json_sql(tree: Tree, types: dict[str, str], rules: Rules) -> str:
-    """A DuckDB expression that builds the payload as JSON text."""
+def json_sql(tree: Tree, types: dict[str, str], rules: Rules, skip_nulls: bool = False) -> str:
+    """A DuckDB expression that builds the payload as JSON text.
+
+    With `skip_nulls`, NULL fields are left out (a JSON merge patch drops null members),
+    so the destination keeps what it has for them."""
     nested: dict[str, Any] = {}
     for path, expr in tree.items():
         node = nested
@@ -83,7 +91,8 @@ def json_sql(tree: Tree, types: dict[str, str], rules: Rules) -> str:
             if not isinstance(node, dict):
                 raise ProjectError(f"mapping: {'.'.join(path)} nests under a plain field")
         node[path[-1]] = expr
-    return _obj(nested, types, rules, top=True)
+    built = _obj(nested, types, rules, top=True)
+    return f"json_merge_patch('{{}}', {built})" if skip_nulls else built
 
 
 def _obj(node: dict[str, Any], types: dict[str, str], rules: Rules, top: bool) -> str:

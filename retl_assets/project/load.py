@@ -11,7 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from retl_assets.errors import ProjectError
+from retl_assets.destinations.registry import actions
 from retl_assets.project.schema import (
+    MIRROR,
     EnvRef,
     ModelConfig,
     ProjectConfig,
@@ -22,11 +24,6 @@ from retl_assets.project.schema import (
 DEMO_PROJECT = Path(__file__).resolve().parent.parent / "demo" / "retl.yaml"
 LAST_SYNC_TIME = re.compile(r"\{\{\s*last_sync_time\s*\}\}")
 
-# Which actions each destination type offers; one line per protocol.
-ACTIONS: dict[str, tuple[str, ...]] = {
-    "customerio": ("identify", "track", "group", "page", "screen", "alias"),
-    "segment": ("identify", "track", "group", "page", "screen", "alias"),
-}
 
 
 @dataclass(frozen=True)
@@ -72,11 +69,13 @@ class Project:
         """Columns the committed snapshot must keep for the model's `deleted` syncs (None: all)."""
         keep: set[str] = set()
         for sync in self.syncs_of(model).values():
-            if sync.records != "deleted":
+            if "deleted" not in sync.selects:
                 continue
-            if sync.mapping is None:
-                return None
+            if sync.mapping is None or any(not isinstance(v, str) and hasattr(v, "template")
+                                           for v in sync.mapping.values()):
+                return None  # by name, or a template that may read any column
             keep |= {src for src in sync.mapping.values() if isinstance(src, str)}
+            keep |= set((sync.match or {}).values())
         return sorted(keep)
 
     def syncs_of(self, model: str) -> dict[str, SyncConfig]:
@@ -151,11 +150,18 @@ def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model
                 f"(destinations: {', '.join(config.destinations) or 'none'})"
             )
         kind = config.destinations[s.destination].type
-        if s.action not in ACTIONS[kind]:
+        offered = actions(kind)
+        if s.action not in offered:
             raise ProjectError(
-                f"{where}: syncs.{name}.action: {kind} offers {', '.join(ACTIONS[kind])}, "
+                f"{where}: syncs.{name}.action: {kind} offers {', '.join(offered)}, "
                 f"not {s.action!r}"
             )
+        if s.action == MIRROR and s.records is not None:
+            raise ProjectError(f"{where}: syncs.{name}.records: `mirror` sends added, updated "
+                               "and deleted rows; leave `records` out")
+        if "deleted" in s.selects and s.action == MIRROR and models[s.model].incremental:
+            raise ProjectError(f"{where}: syncs.{name}.action: model {s.model!r} is "
+                               "incremental and never yields deletes; use `upsert`, not `mirror`")
         if s.records == "deleted" and models[s.model].incremental:
             raise ProjectError(
                 f"{where}: syncs.{name}.records: model {s.model!r} is incremental "

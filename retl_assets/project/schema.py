@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -58,19 +58,15 @@ SourceConfig = Annotated[Union[DuckDBSource, PostgresSource], Field(discriminato
 # ----------------------------------------------------------- destinations
 
 
-class SegmentDestination(Strict):
-    """Segment-spec batch API: Customer.io Data Pipelines and Segment speak it."""
+class DestinationBase(Strict):
+    """What every destination takes; each destination module adds its own fields."""
 
-    type: Literal["customerio", "segment"]
-    write_key: Secret
-    base_url: str | None = None
-    max_concurrency: int = Field(4, ge=1, le=64)
-    batch_size: int = Field(2500, ge=1, le=2500, description="records per request")
+    type: str
+    base_url: str | None = Field(None, description="default: the vendor's endpoint")
+    max_concurrency: int | None = Field(None, ge=1, le=64, description="default: the vendor's")
+    batch_size: int | None = Field(None, ge=1, description="records per request (at most the vendor's)")
     max_retries: int = Field(6, ge=0, le=20)
     timeout_s: float = Field(30.0, gt=0)
-
-
-DestinationConfig = Annotated[Union[SegmentDestination], Field(discriminator="type")]
 
 
 # ------------------------------------------------------------------ models
@@ -171,17 +167,36 @@ class Constant(Strict):
     value: Any
 
 
-FieldSource = Union[str, Constant]
+class Template(Strict):
+    """Jinja text over the row's columns, e.g. "{{ first_name }} {{ last_name }}"."""
+
+    template: str
+
+
+FieldSource = Union[str, Constant, Template]
+MIRROR = "mirror"  # upsert added and updated rows, delete deleted ones
 
 
 class SyncConfig(Strict):
     model: str
     destination: str
     action: str
-    records: Literal["added", "updated", "added_or_updated", "deleted"] = "added_or_updated"
+    records: Literal["added", "updated", "added_or_updated", "deleted"] | None = None
+    object: str | None = Field(None, description="the destination's object, e.g. contacts")
+    match: dict[str, str] | None = Field(None, description="destination field: model column")
     mapping: dict[str, FieldSource] | None = None
+    skip_nulls: bool = Field(False, description="a NULL column leaves the field untouched")
+    on_invalid: Literal["reject", "skip"] = "reject"
     enabled: bool = True
     description: str | None = None
+
+    @property
+    def selects(self) -> tuple[str, ...]:
+        """Which changes the sync takes."""
+        if self.action == MIRROR:
+            return ("added", "updated", "deleted")
+        return {"added": ("added",), "updated": ("updated",), "deleted": ("deleted",)}.get(
+            self.records or "", ("added", "updated"))
 
     @field_validator("mapping")
     @classmethod
@@ -194,15 +209,39 @@ class SyncConfig(Strict):
 
 class ProjectConfig(Strict):
     sources: dict[str, SourceConfig]
-    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    destinations: dict[str, DestinationBase] = Field(default_factory=dict)
     models: dict[str, ModelConfig]
     syncs: dict[str, SyncConfig] = Field(default_factory=dict)
     state_dir: str | None = Field(None, description="state store; default .retl/state")
 
-    @field_validator("sources", "destinations", "models", "syncs")
+    @field_validator("sources", "destinations", "models", "syncs", mode="before")
     @classmethod
-    def _names(cls, entries: dict[str, Any]) -> dict[str, Any]:
-        for name in entries:
-            if not NAME.match(name):
+    def _names(cls, entries: Any) -> Any:
+        for name in entries if isinstance(entries, dict) else {}:
+            if not NAME.match(str(name)):
                 raise ValueError(f"name {name!r} must be letters, digits and underscores")
         return entries
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _destination_types(cls, entries: Any) -> Any:
+        """Each destination is validated by the config its own module declares."""
+        from retl_assets.destinations.registry import config_class
+
+        if not isinstance(entries, dict):
+            return entries
+        out = {}
+        for name, raw in entries.items():
+            kind = raw.get("type") if isinstance(raw, dict) else None
+            config = config_class(kind)
+            if config is None:
+                raise ValueError(f"{name}.type: unknown destination type {kind!r}")
+            try:
+                out[name] = config.model_validate(raw)
+            except ValidationError as e:
+                raise ValueError("; ".join(
+                    f"{name}.{'.'.join(str(p) for p in err['loc'])}: "
+                    + ("unknown field (is it a typo?)" if err["type"] == "extra_forbidden"
+                       else err["msg"].removeprefix("Value error, "))
+                    for err in e.errors())) from None
+        return out

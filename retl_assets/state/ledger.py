@@ -16,16 +16,8 @@ import duckdb
 from retl_assets.state.engine import quote
 from retl_assets.state.files import read_json, remove, sql_path, temp_path
 from retl_assets.state.store import (
-    ATTEMPTS, ERROR, FP, MSGID, OP, PREFIX, SEQ, Head, StateStore, SyncState,
+    ATTEMPTS, DEST_ID, ERROR, FP, KEYTEXT, MSGID, OP, PREFIX, SEQ, Head, StateStore, SyncState,
 )
-
-SELECTS = {
-    "added": ("added",),
-    "updated": ("updated",),
-    "added_or_updated": ("added", "updated"),
-    "deleted": ("deleted",),
-}
-KEYTEXT = "__retl_key"
 
 
 def key_text_sql(keys: list[str]) -> str:
@@ -33,9 +25,10 @@ def key_text_sql(keys: list[str]) -> str:
 
 
 def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, model: str,
-               keys: list[str], records: str, head: Head, state: SyncState,
+               keys: list[str], selects: tuple[str, ...], head: Head, state: SyncState,
                full_resync: bool) -> tuple[Path, int]:
-    """Write the sync's work set to a Parquet file; returns it and its row count."""
+    """Write the sync's work set to a Parquet file, each row with the destination's id of
+    its record where retl knows it; returns the file and its row count."""
     mdir = store.model_dir(model)
     ledger = store.ledger_path(sync, state)
     on = ", ".join(quote(k) for k in keys)
@@ -67,7 +60,11 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
     if not ledger:  # give the union the ledger's columns even on the first run
         everything = (f"SELECT *, NULL::VARCHAR AS {MSGID}, NULL::VARCHAR AS {ERROR}, "
                       f"0::INTEGER AS {ATTEMPTS} FROM ({everything})")
-    wanted = ", ".join(f"'{op}'" for op in SELECTS[records])
+    wanted = ", ".join(f"'{op}'" for op in selects)
+    ids = store.ids_path(sync, state)
+    with_ids = (f"SELECT c.*, i.{DEST_ID} FROM collapsed c LEFT JOIN read_parquet("
+                f"{sql_path(ids)}) i ON c.{KEYTEXT} = i.{KEYTEXT}" if ids else
+                f"SELECT *, NULL::VARCHAR AS {DEST_ID} FROM collapsed")
     seed = f"'{sync}' || chr(31) || {key_text_sql(keys)} || chr(31) || {FP} || chr(31) || {SEQ}"
     if state.epoch:
         seed += f" || chr(31) || '{state.epoch}'"
@@ -92,7 +89,7 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
             ), {key_text_sql(keys)} AS {KEYTEXT}
             FROM ranked WHERE __retl_rn = 1
           )
-          SELECT * FROM collapsed WHERE {OP} IN ({wanted})
+          SELECT * FROM ({with_ids}) WHERE {OP} IN ({wanted})
         ) TO {sql_path(path)} (FORMAT parquet)
     """)
     rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(path)})").fetchone()[0]
@@ -123,8 +120,11 @@ def checkpoint(store: StateStore, sync: str, msgids: list[str]) -> None:
 
 
 def commit(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, work: Path,
-           failures: dict[str, str], head: Head, state: SyncState, epoch: int) -> int:
-    """Keep the failed rows as the new ledger and move the cursor; returns rows owed."""
+           failures: dict[str, str], head: Head, state: SyncState, epoch: int,
+           new_ids: dict[str, str] | None = None, gone: set[str] | None = None) -> int:
+    """Keep the failed rows as the new ledger, update the key -> destination id map with
+    what the vendor answered (and drop deleted records), and move the cursor.
+    Returns the rows still owed."""
     import pyarrow as pa
 
     old = store.ledger_path(sync, state)
@@ -136,7 +136,7 @@ def commit(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, work: P
         final = store.sync_dir(sync) / f"ledger-{uuid.uuid4().hex}.parquet"
         tmp = temp_path(final)
         con.execute(f"""
-            COPY (SELECT w.* EXCLUDE ({KEYTEXT}) REPLACE (
+            COPY (SELECT w.* EXCLUDE ({KEYTEXT}, {DEST_ID}) REPLACE (
                     f.e AS {ERROR}, coalesce(w.{ATTEMPTS}, 0) + 1 AS {ATTEMPTS})
                   FROM read_parquet({sql_path(work)}) w JOIN failures f ON w.{MSGID} = f.m)
             TO {sql_path(tmp)} (FORMAT parquet)
@@ -145,12 +145,37 @@ def commit(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, work: P
         tmp.replace(final)
         name = final.name
         owed = len(failures)
+    old_ids = store.ids_path(sync, state)
+    ids_name = _commit_ids(con, store, sync, old_ids, new_ids or {}, gone or set())
     store.write_sync_state(sync, SyncState(cursor=head.log_seq, ledger=name, epoch=epoch,
-                                           owed=owed))
+                                           owed=owed, ids=ids_name))
     remove(store.checkpoint_path(sync), work)
-    if old is not None and old.name != name:
-        remove(old)
+    for previous, current in ((old, name), (old_ids, ids_name)):
+        if previous is not None and previous.name != current:
+            remove(previous)
     return owed
+
+
+def _commit_ids(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str,
+                old: Path | None, new_ids: dict[str, str], gone: set[str]) -> str | None:
+    """A new id map: the old one, minus deleted records, updated with the vendor's answers."""
+    import pyarrow as pa
+
+    if not new_ids and not gone:
+        return old.name if old else None
+    con.register("new_ids", pa.table({KEYTEXT: list(new_ids), DEST_ID: list(new_ids.values())}))
+    con.register("gone", pa.table({KEYTEXT: list(gone)}, schema=pa.schema([(KEYTEXT, pa.string())])))
+    keep = (f"SELECT * FROM read_parquet({sql_path(old)}) WHERE {KEYTEXT} NOT IN "
+            f"(SELECT {KEYTEXT} FROM new_ids UNION ALL SELECT {KEYTEXT} FROM gone)"
+            if old else f"SELECT * FROM new_ids LIMIT 0")
+    final = store.sync_dir(sync) / f"ids-{uuid.uuid4().hex}.parquet"
+    tmp = temp_path(final)
+    con.execute(f"COPY ({keep} UNION ALL SELECT * FROM new_ids) TO {sql_path(tmp)} "
+                f"(FORMAT parquet)")
+    con.unregister("new_ids")
+    con.unregister("gone")
+    tmp.replace(final)
+    return final.name
 
 
 def data_columns(con: duckdb.DuckDBPyConnection, work: Path) -> dict[str, str]:

@@ -27,6 +27,8 @@ SEQ = "__retl_seq"  # position of the changeset in the model's log
 MSGID = "__retl_msgid"  # idempotency key, fixed when the change is first owed
 ERROR = "__retl_error"  # why a row is owed
 ATTEMPTS = "__retl_attempts"
+KEYTEXT = "__retl_key"  # the primary key as text
+DEST_ID = "__retl_dest_id"  # the destination's own id of the record
 
 
 @dataclass
@@ -50,6 +52,7 @@ class SyncState:
     ledger: str | None = None  # file name of the owed rows
     epoch: int = 0  # bumped by each full resync so its messages are new to the vendor
     owed: int = 0
+    ids: str | None = None  # file name of the key -> destination id map
 
 
 class StateStore:
@@ -90,6 +93,9 @@ class StateStore:
 
     def ledger_path(self, sync: str, state: SyncState) -> Path | None:
         return self.sync_dir(sync) / state.ledger if state.ledger else None
+
+    def ids_path(self, sync: str, state: SyncState) -> Path | None:
+        return self.sync_dir(sync) / state.ids if state.ids else None
 
     def checkpoint_path(self, sync: str) -> Path:
         return self.sync_dir(sync) / "checkpoint.jsonl"
