@@ -30,11 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="recent runs with their counts")
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("test-connection", help="check a destination's credentials")
+    p.add_argument("destination")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("emulate", help="run a destination's local emulator")
-    p.add_argument("destination", choices=["customerio", "segment"])
+    p.add_argument("destination", choices=["customerio", "segment", "hubspot"])
     p.add_argument("--port", type=int, default=8811)
-    p.add_argument("--write-key", action="append", default=None,
-                   help="accepted key (repeatable; default $CIO_WRITE_KEY, else any)")
+    p.add_argument("--write-key", "--token", dest="keys", action="append", default=None,
+                   help="accepted write key or token (repeatable; default: any)")
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--rate-429", type=float, default=0.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
@@ -123,22 +126,41 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emulate(args: argparse.Namespace) -> int:
-    from retl_assets.emulators import SegmentEmulator, build_segment_app, serve_forever
-    from retl_assets.emulators.segment import Faults
+def _test_connection(args: argparse.Namespace) -> int:
+    from retl_assets.inspect import test_connection
 
-    keys = set(args.write_key or ([os.environ["CIO_WRITE_KEY"]]
-                                  if os.environ.get("CIO_WRITE_KEY") else []))
+    ok, message = test_connection(args.destination)
+    if args.json:
+        print(json.dumps({"destination": args.destination, "ok": ok, "message": message}))
+    else:
+        print(("ok  " if ok else "ERR ") + message)
+    return 0 if ok else 1
+
+
+def _emulate(args: argparse.Namespace) -> int:
+    from retl_assets import emulators
+    from retl_assets.emulators.common import Faults
+
+    faults = Faults(error_rate=args.error_rate, rate_429=args.rate_429,
+                    latency_ms=args.latency_ms)
     limit = None
     if args.rate_limit:
         n, _, window = args.rate_limit.partition("/")
         limit = (int(n), float(window or 1))
-    emulator = SegmentEmulator(write_keys=keys or None, flavor=args.destination,
-                               faults=Faults(error_rate=args.error_rate, rate_429=args.rate_429,
-                                             latency_ms=args.latency_ms), rate_limit=limit)
+    if args.destination == "hubspot":
+        keys = set(args.keys or []) or None
+        emulator = emulators.HubSpotEmulator(keys, faults=faults,
+                                             **({"rate_limit": limit} if limit else {}))
+        app = emulators.build_hubspot_app(emulator)
+    else:
+        env_key = os.environ.get("CIO_WRITE_KEY")
+        keys = set(args.keys or ([env_key] if env_key else []))
+        emulator = emulators.SegmentEmulator(write_keys=keys or None, flavor=args.destination,
+                                             faults=faults, rate_limit=limit)
+        app = emulators.build_segment_app(emulator)
     print(f"{args.destination} emulator on http://127.0.0.1:{args.port} "
           f"(state: /_emulator/state)", flush=True)
-    serve_forever(build_segment_app(emulator), args.port)
+    emulators.serve_forever(app, args.port)
     return 0
 
 
@@ -149,7 +171,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 COMMANDS = {"validate": _validate, "preview": _preview, "sync": _sync, "status": _status,
-            "emulate": _emulate}
+            "test-connection": _test_connection, "emulate": _emulate}
 
 if __name__ == "__main__":
     sys.exit(main())

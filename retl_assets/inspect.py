@@ -64,3 +64,30 @@ def validate() -> tuple[list[str], list[str]]:
             continue
         checked.append(f"sync {name}: {sync.action} {sync.records} -> {sync.destination}")
     return problems, checked
+
+
+def test_connection(name: str) -> tuple[bool, str]:
+    """The vendor's cheapest read-only call, and what its answer means, in plain words."""
+    import httpx
+
+    project = load_project()
+    if name not in project.config.destinations:
+        raise RetlError(f"no destination named {name!r} "
+                        f"(destinations: {', '.join(project.config.destinations) or 'none'})")
+    dest = open_destination(project, name)
+    with httpx.Client(timeout=15) as client:
+        request = dest.check_request(client)
+        where = f"{request.url.scheme}://{request.url.host}"
+        try:
+            response = client.send(request)
+        except httpx.TransportError as e:
+            return False, f"{name}: cannot reach {where}: {type(e).__name__}"
+    status = response.status_code
+    if 200 <= status < 300:
+        return True, f"{name}: credentials accepted by {where}"
+    if status in (401, 403):
+        return False, f"{name}: {where} refused the credentials (HTTP {status}); check the " \
+                      f"secret's environment variable"
+    if status == 429:
+        return False, f"{name}: {where} is rate limiting (HTTP 429); could not check, try again"
+    return False, f"{name}: {where} answered HTTP {status}: {response.text[:200]}"

@@ -92,3 +92,12 @@ def test_killed_sync_loses_nothing_and_resumes(workspace, emulator):
     # The checkpoint spared re-sending what the killed run had delivered.
     assert emulator.state()["stats"]["duplicates"] <= 100
     assert run.syncs["contacts_identify"]["succeeded"] == 6300
+
+
+def test_test_connection_says_plainly_what_is_wrong(workspace, emulator):
+    code, out, _ = run_retl(workspace, "test-connection", "cio", "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+    code, out, _ = run_retl(workspace, "test-connection", "cio", env={"CIO_WRITE_KEY": "nope"})
+    assert code == 1 and "refused the credentials" in out and "nope" not in out
+    code, _, err = run_retl(workspace, "test-connection", "cio", env={"CIO_WRITE_KEY": ""})
+    assert code == 2 and "CIO_WRITE_KEY is not set" in err

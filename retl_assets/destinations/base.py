@@ -40,7 +40,8 @@ class Record:
 class Answer:
     """How one request went, in terms the engine acts on."""
 
-    kind: Literal["ok", "retry", "refused", "auth"]
+    # stop: the vendor's quota for the day (or org) is spent; nothing more is sent this run
+    kind: Literal["ok", "retry", "refused", "auth", "stop"]
     error: str | None = None
     retry_after: float | None = None  # seconds, from the vendor
     rejected: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor error

@@ -92,10 +92,14 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                           max_keepalive_connections=caps.max_concurrency)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
 
+        stopped: list[str] = []  # set once the vendor says its quota is spent
+
         async def send(batch: list[Record]) -> list[Outcome]:
             attempt, waited = 0, 0.0
             op = batch[0].operation
             while True:
+                if stopped:
+                    return [Outcome(r, "unsent", stopped[0]) for r in batch]
                 if limiter:
                     await limiter.wait()
                 report.requests += 1
@@ -115,6 +119,9 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                     return [Outcome(r, "rejected", answer.rejected[i]) if i in answer.rejected
                             else Outcome(r, "delivered", dest_id=answer.ids.get(i))
                             for i, r in enumerate(batch)]
+                if answer.kind == "stop":
+                    stopped.append(f"stopped: {answer.error}")
+                    continue
                 if answer.kind == "auth":
                     raise AuthError(f"destination {dest.destination!r} refused the credentials: "
                                     f"{answer.error}")

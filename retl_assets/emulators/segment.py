@@ -8,26 +8,30 @@ poison messages) so retry and back-off paths can be exercised.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import copy
-import dataclasses
 import gzip
 import json
-import math
-import random
-import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from retl_assets.emulators.common import (
+    BaseEmulator,
+    Faults,
+    RateWindow,
+    Refused,
+    Reply,
+    base_stats,
+    emulator_app,
+    seconds_header,
+)
 
 Flavor = Literal["customerio", "segment"]
 
@@ -36,52 +40,6 @@ MAX_MESSAGE_BYTES = 32 * 1024
 SEGMENT_MAX_BATCH_MESSAGES = 2500
 MAX_MESSAGE_ID_CHARS = 100  # messageId must be shorter than this
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")  # each has /v1/<type>
-
-
-@dataclass
-class Faults:
-    """Faults injected in front of the contract checks; all off by default."""
-
-    error_rate: float = 0  # fraction of requests answered 500
-    rate_429: float = 0  # fraction of requests answered 429 with Retry-After
-    retry_after: float = 1  # seconds sent in Retry-After on injected 429s
-    latency_ms: float = 0  # added to every API request
-    dead: bool = False  # answer 503 to every API request
-    poison: dict[str, Any] | None = None  # {"path": "traits.email", "value": x}: refuse the batch
-    reject_invalid_batches: bool = False  # refuse a whole batch for one invalid message
-
-    def validate(self) -> None:
-        for name in ("error_rate", "rate_429"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        if self.retry_after < 0 or self.latency_ms < 0:
-            raise ValueError("retry_after and latency_ms must not be negative")
-        if self.poison is not None and (
-            not isinstance(self.poison, dict)
-            or not isinstance(self.poison.get("path"), str)
-            or "value" not in self.poison
-        ):
-            raise ValueError('poison must be {"path": "<dotted.path>", "value": <value>} or None')
-
-
-class _Refused(Exception):
-    """A request answered with an error before anything in it was applied."""
-
-    def __init__(
-        self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(body.get("error"))
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-
-
-def _seconds(value: float) -> str:
-    """Retry-After as a plain number: "1", "0.05" (fractional values keep tests fast)."""
-    if value == int(value):
-        return str(int(value))
-    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def _compact_size(message: Any) -> int:
@@ -93,15 +51,6 @@ def _present(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip() != ""
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _lookup(message: Any, dotted: str) -> tuple[bool, Any]:
-    node = message
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
 
 
 def _contract_error(message: Any) -> str | None:
@@ -133,22 +82,16 @@ def _contract_error(message: Any) -> str | None:
 
 def _empty_stats() -> dict[str, Any]:
     return {
-        "requests": 0,
+        **base_stats(),
         "batches_accepted": 0,
         "messages_accepted": 0,
         "duplicates": 0,
-        "status": {},
         "contract_violations": [],
     }
 
 
-class SegmentEmulator:
-    """In-memory Segment / Customer.io Data Pipelines workspace behind `build_segment_app`.
-
-    Request handlers run on uvicorn's event loop thread while tests read state from theirs,
-    so every mutation and read happens under one threading lock (held briefly, never across
-    an await).
-    """
+class SegmentEmulator(BaseEmulator):
+    """In-memory Segment / Customer.io Data Pipelines workspace behind `build_segment_app`."""
 
     def __init__(
         self,
@@ -162,14 +105,14 @@ class SegmentEmulator:
             raise ValueError(f"flavor must be 'customerio' or 'segment', got {flavor!r}")
         if rate_limit is not None and (rate_limit[0] < 1 or rate_limit[1] <= 0):
             raise ValueError("rate_limit must be (max requests >= 1, window seconds > 0)")
+        super().__init__(faults, seed)
         self.write_keys = set(write_keys or ())
         self.flavor: Flavor = flavor
-        self.faults = faults or Faults()
-        self.faults.validate()
         self.rate_limit = rate_limit
-        self._rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._admitted: deque[float] = deque()  # monotonic times of requests inside the window
+        # Without a configured limit the window only observes, over one second (the unit of
+        # Segment's published rate), so max_requests_in_window is always meaningful.
+        limit, window = rate_limit if rate_limit is not None else (None, 1.0)
+        self._window = RateWindow(limit, window)
         self._clear()
 
     def _clear(self) -> None:
@@ -178,8 +121,8 @@ class SegmentEmulator:
         self.events: list[dict[str, Any]] = []
         self.aliases: list[dict[str, Any]] = []
         self.seen_message_ids: set[str] = set()
-        self.stats: dict[str, Any] = _empty_stats()
-        self._admitted.clear()
+        self.stats = _empty_stats()
+        self._window.clear()
 
     # -- Python API for in-process tests ------------------------------------------------------
 
@@ -193,55 +136,22 @@ class SegmentEmulator:
                 },
                 "events": copy.deepcopy(self.events),
                 "aliases": copy.deepcopy(self.aliases),
-                "stats": copy.deepcopy(self.stats),
+                "stats": self.stats_copy(),
             }
-
-    def set_faults(self, **changes: Any) -> Faults:
-        known = {f.name for f in dataclasses.fields(Faults)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise ValueError(f"unknown fault field(s): {', '.join(unknown)}")
-        with self._lock:
-            updated = dataclasses.replace(self.faults, **changes)
-            updated.validate()
-            self.faults = updated
-            return dataclasses.replace(updated)
-
-    def reset(self) -> None:
-        """Forget data and stats; faults stay, since a test sets them on purpose."""
-        with self._lock:
-            self._clear()
 
     # -- request pipeline ---------------------------------------------------------------------
 
     async def handle(self, request: Request, implied_type: str | None) -> Response:
-        with self._lock:
-            self.stats["requests"] += 1
-            faults = self.faults
-        try:
-            body = await self._process(request, implied_type, faults)
-            status, headers = 200, {}
-        except _Refused as refused:
-            body, status, headers = refused.body, refused.status, refused.headers
-        with self._lock:
-            counts = self.stats["status"]
-            counts[str(status)] = counts.get(str(status), 0) + 1
-        return JSONResponse(body, status_code=status, headers=headers)
+        async def process(request: Request, faults: Faults) -> Reply:
+            return Reply(200, await self._process(request, implied_type, faults))
+
+        # Order is part of the contract: dead, latency, rate limit / 429, 500 (common.py),
+        # then auth, size, content (below).
+        return await self.respond(request, process)
 
     async def _process(
         self, request: Request, implied_type: str | None, faults: Faults
     ) -> dict[str, Any]:
-        # Order is part of the contract: dead, latency, rate limit / 429, 500, auth, size, content.
-        if faults.dead:
-            raise _Refused(503, {"error": "service unavailable"})
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
-        self._throttle(faults)
-        with self._lock:
-            failed = faults.error_rate and self._rng.random() < faults.error_rate
-        if failed:
-            raise _Refused(500, {"error": "internal server error"})
-
         raw = await request.body()
         data: bytes | None = raw
         if request.headers.get("content-encoding", "").lower() == "gzip":
@@ -260,37 +170,34 @@ class SegmentEmulator:
 
         if data is None:
             self._violation("body is not valid gzip", None)
-            raise _Refused(400, {"error": "invalid gzip body"})
+            raise Refused(400, {"error": "invalid gzip body"})
         if len(data) > MAX_REQUEST_BYTES:
             self._violation("request larger than 500 KB", None)
             if self.flavor == "segment":
-                raise _Refused(400, {"error": "batch too large"})
+                raise Refused(400, {"error": "batch too large"})
             return self._success()  # Customer.io answers 200 and silently drops the request
         if not json_ok:
             self._violation("invalid JSON", None)
-            raise _Refused(400, {"error": "invalid JSON"})
+            raise Refused(400, {"error": "invalid JSON"})
         messages = self._messages(parsed, implied_type)
         self._apply(messages, faults)
         return self._success()
 
-    def _throttle(self, faults: Faults) -> None:
+    def _admit(self, request: Request, faults: Faults) -> dict[str, str]:
+        # Segment checks the key after reading the body (it may be in it), so only the rate
+        # limit runs here, ahead of the injected faults as it always has.
         with self._lock:
-            if self.rate_limit is not None:
-                limit, window = self.rate_limit
-                now = time.monotonic()
-                while self._admitted and self._admitted[0] <= now - window:
-                    self._admitted.popleft()
-                if len(self._admitted) >= limit:
-                    wait = self._admitted[0] + window - now
-                    wait = max(math.ceil(wait * 1000) / 1000, 0.001)
-                    raise _Refused(429, {"error": "rate limit exceeded"}, self._retry(wait))
-                self._admitted.append(now)
-            injected = faults.rate_429 and self._rng.random() < faults.rate_429
-        if injected:
-            raise _Refused(429, {"error": "rate limit exceeded"}, self._retry(faults.retry_after))
+            wait = self._window.arrive(time.monotonic())
+            self.stats["max_requests_in_window"] = self._window.max_seen
+        if wait is not None:
+            raise Refused(429, {"error": "rate limit exceeded"}, self._retry(wait))
+        return {}
+
+    def _injected_429(self, faults: Faults, headers: dict[str, str]) -> Refused:
+        return Refused(429, {"error": "rate limit exceeded"}, self._retry(faults.retry_after))
 
     def _retry(self, seconds: float) -> dict[str, str]:
-        headers = {"Retry-After": _seconds(seconds)}
+        headers = {"Retry-After": seconds_header(seconds)}
         if self.flavor == "segment":
             headers["X-RateLimit-Reset"] = headers["Retry-After"]  # Segment documents both
         return headers
@@ -301,21 +208,21 @@ class SegmentEmulator:
             body_key = parsed.get("writeKey")  # Segment documents writeKey in the body too
             key = body_key if isinstance(body_key, str) else None
         if not key or (self.write_keys and key not in self.write_keys):
-            raise _Refused(401, {"error": "Unauthorized: invalid write key"})
+            raise Refused(401, {"error": "Unauthorized: invalid write key"})
 
     def _messages(self, parsed: Any, implied_type: str | None) -> list[Any]:
         if not isinstance(parsed, dict):
             self._violation("body is not a JSON object", None)
-            raise _Refused(400, {"error": "body must be a JSON object"})
+            raise Refused(400, {"error": "body must be a JSON object"})
         if implied_type is not None:
             return [{**parsed, "type": implied_type}]
         batch = parsed.get("batch")
         if not isinstance(batch, list):
             self._violation("batch is not a list", None)
-            raise _Refused(400, {"error": "batch must be a list of messages"})
+            raise Refused(400, {"error": "batch must be a list of messages"})
         if self.flavor == "segment" and len(batch) > SEGMENT_MAX_BATCH_MESSAGES:
             self._violation("more than 2500 messages in a batch", None)
-            raise _Refused(400, {"error": "too many messages in batch"})
+            raise Refused(400, {"error": "too many messages in batch"})
         shared = parsed.get("context")
         if isinstance(shared, dict):
             # Batch-level context is a default; each message's own context wins.
@@ -331,23 +238,21 @@ class SegmentEmulator:
         # First pass decides the whole batch before anything is stored.
         problems: list[tuple[int, str]] = []
         for index, message in enumerate(messages):
-            if faults.poison is not None:
-                found, value = _lookup(message, faults.poison["path"])
-                if found and value == faults.poison["value"]:
-                    raise _Refused(
-                        400,
-                        {
-                            "error": "message refused by the destination",
-                            "index": index,
-                            "messageId": _message_id(message),
-                        },
-                    )
+            if faults.poisons(message):
+                raise Refused(
+                    400,
+                    {
+                        "error": "message refused by the destination",
+                        "index": index,
+                        "messageId": _message_id(message),
+                    },
+                )
             reason = _contract_error(message)
             if reason is None:
                 continue
             if faults.reject_invalid_batches:
                 self._violation(reason, _message_id(message))
-                raise _Refused(
+                raise Refused(
                     400, {"error": reason, "index": index, "messageId": _message_id(message)}
                 )
             problems.append((index, reason))
@@ -426,34 +331,6 @@ def build_segment_app(emulator: SegmentEmulator) -> Starlette:
 
         return endpoint
 
-    async def state(request: Request) -> Response:
-        return JSONResponse(emulator.state())
-
-    async def faults(request: Request) -> Response:
-        try:
-            changes = json.loads(await request.body() or b"{}")
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object of Faults fields")
-            current = emulator.set_faults(**changes)
-        except (ValueError, TypeError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(dataclasses.asdict(current))
-
-    async def reset(request: Request) -> Response:
-        emulator.reset()
-        return JSONResponse({"ok": True})
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"ok": True})
-
-    routes = [Route("/v1/batch", api(None), methods=["POST"])]
+    routes: list[BaseRoute] = [Route("/v1/batch", api(None), methods=["POST"])]
     routes += [Route(f"/v1/{kind}", api(kind), methods=["POST"]) for kind in MESSAGE_TYPES]
-    routes += [
-        Route("/_emulator/state", state, methods=["GET"]),
-        Route("/_emulator/faults", faults, methods=["POST"]),
-        Route("/_emulator/reset", reset, methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes)
-    app.state.emulator = emulator
-    return app
+    return emulator_app(emulator, routes)
