@@ -170,8 +170,8 @@ def _commit_ids(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str,
             if old else f"SELECT * FROM new_ids LIMIT 0")
     final = store.sync_dir(sync) / f"ids-{uuid.uuid4().hex}.parquet"
     tmp = temp_path(final)
-    con.execute(f"COPY ({keep} UNION ALL SELECT * FROM new_ids) TO {sql_path(tmp)} "
-                f"(FORMAT parquet)")
+    con.execute(f"COPY (SELECT * FROM ({keep}) UNION ALL SELECT * FROM new_ids) "
+                f"TO {sql_path(tmp)} (FORMAT parquet)")
     con.unregister("new_ids")
     con.unregister("gone")
     tmp.replace(final)

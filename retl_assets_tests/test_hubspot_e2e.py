@@ -1,0 +1,128 @@
+"""HubSpot as a user sets it up from the README: contacts mirrored by email."""
+
+from __future__ import annotations
+
+import pytest
+
+from retl_assets.emulators import EmulatorServer, HubSpotEmulator, build_hubspot_app
+
+TOKEN = "hs-test-token"
+
+PROJECT = """
+sources:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+destinations:
+  crm:
+    type: hubspot
+    access_token: {{env: HUBSPOT_TOKEN}}
+    base_url: {url}   # optional; default is the vendor's endpoint
+models:
+  contacts:
+    source: warehouse
+    primary_key: userId
+    sql: |
+      SELECT id AS "userId", email, first_name, plan, updated_at FROM contacts
+syncs:
+  contacts_to_crm:
+    model: contacts
+    destination: crm
+    object: contacts
+    action: mirror                   # upsert added and updated, archive deleted
+    match: {{email: email}}            # destination property: model column
+    mapping:
+      firstname: first_name
+      plan: plan
+"""
+
+
+@pytest.fixture
+def hubspot(workspace, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
+    emu = HubSpotEmulator({TOKEN}, rate_limit=(100, 10.0))
+    with EmulatorServer(build_hubspot_app(emu)).start() as server:
+        workspace.write(PROJECT.format(url=server.url))
+        yield emu
+
+
+def crm_contacts(emu) -> dict[str, dict]:
+    return {r["properties"]["email"]: {"firstname": r["properties"].get("firstname"),
+                                       "plan": r["properties"].get("plan")}
+            for r in emu.records("contacts").values()}
+
+
+def model_contacts(ws) -> dict[str, dict]:
+    return {email: {"firstname": first, "plan": plan}
+            for email, first, plan in ws.sql("SELECT email, first_name, plan FROM contacts")}
+
+
+def test_mirror_creates_updates_and_archives_exactly_the_changes(workspace, hubspot):
+    first = workspace.sync()
+    assert first.status == "success", first.errors
+    assert first.syncs["contacts_to_crm"]["succeeded"] == 300
+    assert crm_contacts(hubspot) == model_contacts(workspace)
+    ids_before = {r["properties"]["email"]: i for i, r in hubspot.records("contacts").items()}
+
+    workspace.sql("""
+        INSERT INTO contacts VALUES ('n1', 'new.person@example.com', 'Nia', 'pro', 1, now());
+        UPDATE contacts SET plan = 'enterprise' WHERE id = 'u000010';
+        DELETE FROM contacts WHERE id IN ('u000020', 'u000021');
+    """)
+    stats = dict(hubspot.state()["stats"])
+    second = workspace.sync()
+    s = second.syncs["contacts_to_crm"]
+    assert second.status == "success", second.errors
+    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (4, 4, 0, 0)
+    assert crm_contacts(hubspot) == model_contacts(workspace)
+    after = hubspot.state()["stats"]
+    assert (after["created"] - stats["created"], after["updated"] - stats["updated"],
+            after["archived"] - stats["archived"]) == (1, 1, 2)
+    # The update landed on the same HubSpot record, found by email.
+    ids_after = {r["properties"]["email"]: i for i, r in hubspot.records("contacts").items()}
+    assert ids_after["user10@example.com"] == ids_before["user10@example.com"]
+    assert after["contract_violations"] == []
+
+
+def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, hubspot):
+    workspace.sql("UPDATE contacts SET email = 'not-an-email' WHERE id IN ('u000005', 'u000050')")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_crm"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
+    assert len(hubspot.records("contacts")) == 298
+    store = workspace.store
+    ledger = store.ledger_path("contacts_to_crm", store.sync_state("contacts_to_crm"))
+    import duckdb
+    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
+                .fetchall())
+    assert set(owed) == {"u000005", "u000050"}
+    assert all("rejected" in e and "INVALID_EMAIL" in e for e in owed.values()), owed
+    workspace.sql("UPDATE contacts SET email = 'fixed' || id || '@example.com' "
+                  "WHERE id IN ('u000005', 'u000050')")
+    fixed = workspace.sync()
+    assert fixed.syncs["contacts_to_crm"]["owed"] == 0
+    assert crm_contacts(hubspot) == model_contacts(workspace)
+
+
+def test_a_wrong_token_stops_at_once_and_commits_nothing(workspace, hubspot, monkeypatch):
+    monkeypatch.setenv("HUBSPOT_TOKEN", "wrong")
+    run = workspace.sync()
+    assert run.status == "failure"
+    assert any("'crm' refused the credentials" in e for e in run.errors), run.errors
+    assert "wrong" not in " ".join(run.errors).replace("wrong token", "")
+    assert hubspot.records("contacts") == {}
+    assert workspace.store.sync_state("contacts_to_crm").cursor is None
+
+
+def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, hubspot):
+    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
+                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_crm"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["owed"]) == (20000, 0)
+    stats = hubspot.state()["stats"]
+    assert stats["max_requests_in_window"] <= 100
+    assert stats["status"].get("429", 0) == 0
+    assert len(hubspot.records("contacts")) == 20000
