@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("destination")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("emulate", help="run a destination's local emulator")
-    p.add_argument("destination", choices=["customerio", "segment", "hubspot"])
+    p.add_argument("destination", help="customerio, segment, hubspot, ...")
     p.add_argument("--port", type=int, default=8811)
     p.add_argument("--write-key", "--token", dest="keys", action="append", default=None,
                    help="accepted write key or token (repeatable; default: any)")
@@ -138,29 +138,25 @@ def _test_connection(args: argparse.Namespace) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from retl_assets import emulators
+    from retl_assets.emulators import registry, serve_forever
     from retl_assets.emulators.common import Faults
 
+    if args.destination not in registry.available():
+        raise RetlError(f"no emulator for {args.destination!r} "
+                        f"(emulators: {', '.join(registry.available())})")
     faults = Faults(error_rate=args.error_rate, rate_429=args.rate_429,
                     latency_ms=args.latency_ms)
     limit = None
     if args.rate_limit:
         n, _, window = args.rate_limit.partition("/")
         limit = (int(n), float(window or 1))
-    if args.destination == "hubspot":
-        keys = set(args.keys or []) or None
-        emulator = emulators.HubSpotEmulator(keys, faults=faults,
-                                             **({"rate_limit": limit} if limit else {}))
-        app = emulators.build_hubspot_app(emulator)
-    else:
-        env_key = os.environ.get("CIO_WRITE_KEY")
-        keys = set(args.keys or ([env_key] if env_key else []))
-        emulator = emulators.SegmentEmulator(write_keys=keys or None, flavor=args.destination,
-                                             faults=faults, rate_limit=limit)
-        app = emulators.build_segment_app(emulator)
+    keys = set(args.keys or [])
+    if not keys and args.destination in ("customerio", "segment") and os.environ.get("CIO_WRITE_KEY"):
+        keys = {os.environ["CIO_WRITE_KEY"]}
+    app = registry.make_app(args.destination, keys or None, faults, limit)
     print(f"{args.destination} emulator on http://127.0.0.1:{args.port} "
           f"(state: /_emulator/state)", flush=True)
-    emulators.serve_forever(app, args.port)
+    serve_forever(app, args.port)
     return 0
 
 

@@ -9,12 +9,27 @@ MODULES = {
     "customerio": "segment",
     "segment": "segment",
     "hubspot": "hubspot",
+    "salesforce": "salesforce",
+    "clarify": "clarify",
+    "conversion": "conversion",
+    "clevertap": "clevertap",
+    "braze": "braze",
+    "iterable": "iterable",
+    "mixpanel": "mixpanel",
+    "webhook": "webhook",
 }
 
 
 def module(kind: str | None) -> ModuleType | None:
     name = MODULES.get(kind or "")
-    return importlib.import_module(f"retl_assets.destinations.{name}") if name else None
+    if not name:
+        return None
+    try:
+        return importlib.import_module(f"retl_assets.destinations.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"retl_assets.destinations.{name}":
+            raise
+        return None  # listed, not built yet
 
 
 def config_class(kind: str | None):

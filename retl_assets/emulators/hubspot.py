@@ -324,3 +324,10 @@ def build_hubspot_app(emulator: HubSpotEmulator) -> Starlette:
         ),
     ]
     return emulator_app(emulator, routes)
+
+
+def make_app(kind: str, keys: set[str] | None, faults: Faults,
+             rate_limit: tuple[int, float] | None):
+    """The app `retl emulate hubspot` serves."""
+    extra = {"rate_limit": rate_limit} if rate_limit else {}
+    return build_hubspot_app(HubSpotEmulator(keys or None, faults=faults, **extra))

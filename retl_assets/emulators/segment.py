@@ -334,3 +334,10 @@ def build_segment_app(emulator: SegmentEmulator) -> Starlette:
     routes: list[BaseRoute] = [Route("/v1/batch", api(None), methods=["POST"])]
     routes += [Route(f"/v1/{kind}", api(kind), methods=["POST"]) for kind in MESSAGE_TYPES]
     return emulator_app(emulator, routes)
+
+
+def make_app(kind: str, keys: set[str] | None, faults: Faults,
+             rate_limit: tuple[int, float] | None):
+    """The app `retl emulate customerio|segment` serves."""
+    return build_segment_app(SegmentEmulator(write_keys=keys or None, flavor=kind,
+                                             faults=faults, rate_limit=rate_limit))
