@@ -21,7 +21,9 @@ class Capabilities:
     bytes_per_request: int
     bytes_per_record: int
     max_concurrency: int = 4
-    rate_limit: tuple[int, float] | None = None  # (requests, per seconds)
+    rate_limit: tuple[int, float] | None = None  # (requests, per seconds), all operations
+    # Vendors that limit endpoints apart (e.g. updates 5/s, events 10/s): per operation.
+    operation_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     default_retry_after_s: float = 1.0  # when a 429 carries no Retry-After
     deduplicates: bool = False  # drops a resent idempotency key
     partial_failure: Literal["per_item", "whole_batch"] = "whole_batch"

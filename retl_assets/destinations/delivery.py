@@ -84,13 +84,15 @@ def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> It
 
 async def _deliver(dest: Writer, records: Iterable[Record],
                    on_outcomes: Callable[[list[Outcome]], None], report: Report,
-                   max_retries: int, timeout_s: float) -> None:
+                   max_retries: int, timeout_s: float,
+                   transport: httpx.AsyncBaseTransport | None) -> None:
     caps = dest.capabilities
     limiter = RateLimiter(*caps.rate_limit) if caps.rate_limit else None
+    per_op = {op: RateLimiter(*limit) for op, limit in caps.operation_limits.items()}
     queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=caps.max_concurrency * 2)
     limits = httpx.Limits(max_connections=caps.max_concurrency,
                           max_keepalive_connections=caps.max_concurrency)
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, transport=transport) as client:
 
         stopped: list[str] = []  # set once the vendor says its quota is spent
 
@@ -102,6 +104,8 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                     return [Outcome(r, "unsent", stopped[0]) for r in batch]
                 if limiter:
                     await limiter.wait()
+                if op in per_op:
+                    await per_op[op].wait()
                 report.requests += 1
                 try:
                     response = await client.send(dest.request(client, op, batch))
@@ -190,12 +194,14 @@ def _count(report: Report, outcomes: list[Outcome]) -> None:
 
 def deliver(dest: Writer, records: Iterable[Record],
             on_outcomes: Callable[[list[Outcome]], None], *, max_retries: int = 6,
-            timeout_s: float = 30.0) -> Report:
-    """Send every record; `on_outcomes` is called after each request completes."""
+            timeout_s: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> Report:
+    """Send every record; `on_outcomes` is called after each request completes.
+    `transport` swaps the network for a handler (tests)."""
     report = Report()
     started = time.monotonic()
     try:
-        asyncio.run(_deliver(dest, records, on_outcomes, report, max_retries, timeout_s))
+        asyncio.run(_deliver(dest, records, on_outcomes, report, max_retries, timeout_s,
+                             transport))
     finally:
         report.seconds = time.monotonic() - started
     return report

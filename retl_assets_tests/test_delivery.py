@@ -1,0 +1,125 @@
+"""The delivery engine alone, against a handler: batching, limits, retries, splits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.delivery import RateLimiter, cut, deliver
+
+
+class FakeWriter:
+    """A writer for a 'vendor' that is a local handler, behind httpx's transport seam."""
+
+    destination = "fake"
+
+    def __init__(self, caps: Capabilities):
+        self.capabilities = caps
+        self.seen: list[tuple[float, str, int]] = []
+
+    def request(self, client, operation, records):
+        self.seen.append((time.monotonic(), operation, len(records)))
+        return client.build_request("POST", f"http://vendor/{operation}",
+                                    json=[r.payload for r in records])
+
+    def read(self, response, operation, records):
+        return status_answer(response) or Answer("ok")
+
+
+def records(n: int, operation: str = "upsert") -> list[Record]:
+    return [Record(f"m{i}", f"k{i}", '{"x":%d}' % i, operation) for i in range(n)]
+
+
+def test_cut_respects_count_bytes_and_operation():
+    caps = Capabilities(records_per_request=3, bytes_per_request=40, bytes_per_record=40)
+    batches = list(cut(records(4) + records(2, "delete"), caps, overhead=0))
+    assert [len(b) for b in batches] == [3, 1, 2]
+    assert {r.operation for r in batches[-1]} == {"delete"}
+    small = Capabilities(records_per_request=100, bytes_per_request=20, bytes_per_record=20)
+    assert [len(b) for b in cut(records(5), small, overhead=0)] == [2, 2, 1]
+
+
+def test_rate_limiter_never_starts_more_than_n_in_a_window():
+    async def run():
+        limiter = RateLimiter(5, 0.2)
+        starts = []
+        for _ in range(12):
+            await limiter.wait()
+            starts.append(time.monotonic())
+        return starts
+
+    starts = asyncio.run(run())
+    assert all(b - a >= 0.2 - 1e-3 for a, b in zip(starts, starts[5:]))
+
+
+def test_per_operation_limits_apply_to_their_operation_only():
+    caps = Capabilities(records_per_request=1, bytes_per_request=1000, bytes_per_record=1000,
+                        max_concurrency=4, operation_limits={"delete": (2, 0.3)})
+    writer = FakeWriter(caps)
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    report = deliver(writer, records(6) + records(6, "delete"), lambda outcomes: None,
+                     transport=transport)
+    assert report.delivered == 12
+    deletes = [t for t, op, _ in writer.seen if op == "delete"]
+    assert all(b - a >= 0.3 - 1e-3 for a, b in zip(deletes, deletes[2:]))
+    upserts = [t for t, op, _ in writer.seen if op == "upsert"]
+    assert upserts[-1] - upserts[0] < 0.3
+
+
+def test_a_batch_refused_whole_is_split_until_the_bad_record_is_alone():
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = request.read().decode()
+        return httpx.Response(400, text="bad x=7") if '\\"x\\":7' in body else httpx.Response(200)
+
+    caps = Capabilities(records_per_request=16, bytes_per_request=10_000, bytes_per_record=100)
+    writer = FakeWriter(caps)
+    outcomes = []
+    report = deliver(writer, records(16), outcomes.extend, transport=httpx.MockTransport(handler))
+    rejected = [o for o in outcomes if o.status == "rejected"]
+    assert [o.record.key for o in rejected] == ["k7"] and "bad x=7" in rejected[0].error
+    assert report.delivered == 15 and report.splits == 4
+
+
+def test_429_waits_for_retry_after_and_is_not_a_failure():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": "0.3"})
+        return httpx.Response(200)
+
+    caps = Capabilities(records_per_request=10, bytes_per_request=10_000, bytes_per_record=100)
+
+    class Honouring(FakeWriter):
+        def read(self, response, operation, records):
+            from retl_assets.destinations.retry import parse_retry_after
+            return status_answer(response, parse_retry_after(
+                response.headers.get("Retry-After"))) or Answer("ok")
+
+    report = deliver(Honouring(caps), records(5), lambda o: None,
+                     transport=httpx.MockTransport(handler))
+    assert report.delivered == 5 and report.rate_limited == 1 and report.unsent == 0
+    assert calls[1] - calls[0] >= 0.3
+
+
+def test_a_spent_quota_stops_sending_and_keeps_everything_owed():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(403, json={"errorCode": "REQUEST_LIMIT_EXCEEDED"})
+
+    class Quota(FakeWriter):
+        def read(self, response, operation, records):
+            return Answer("stop", error="quota spent")
+
+    caps = Capabilities(records_per_request=2, bytes_per_request=10_000, bytes_per_record=100,
+                        max_concurrency=1)
+    report = deliver(Quota(caps), records(10), lambda o: None,
+                     transport=httpx.MockTransport(handler))
+    assert report.unsent == 10 and report.delivered == 0
+    assert len(calls) == 1  # nothing more was sent after the vendor said stop
