@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from dataclasses import dataclass, field
 
-from retl_assets.destinations import Destination, Outcome, Record, Writer, deliver
+from retl_assets.destinations import Destination, Outcome, Record, Report, Writer, deliver
+from retl_assets.destinations.delivery import merge
 from retl_assets.mapping import json_sql, plan
 from retl_assets.project import Project
 from retl_assets.state import ledger
@@ -84,13 +86,6 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         new_ids: dict[str, str] = {}
         gone: set[str] = set()
 
-        def records() -> Iterator[Record]:
-            # Deletes last: an upsert and a delete of the same record never share a run.
-            order = sorted(payloads, key=lambda op: "deleted" in _changes(operations, op))
-            for operation in order:
-                yield from _records(con, work, writer, operation, payloads[operation],
-                                    _changes(operations, operation), done, failures, result,
-                                    config.on_invalid)
 
         def on_outcomes(outcomes: list[Outcome]) -> None:
             ok = [o.record.msgid for o in outcomes if o.status == "delivered"]
@@ -108,8 +103,21 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
                 failures[o.record.msgid] = f"{o.status}: {o.error}"
                 _note(result, o.record.key, o.status, o.error or "")
 
-        report = deliver(writer, records(), on_outcomes, max_retries=max_retries,
-                         timeout_s=timeout_s)
+        counts = dict(con.execute(f"SELECT {OP}, count(*) FROM read_parquet({sql_path(work)}) "
+                                  f"GROUP BY 1").fetchall())
+        report = Report()
+        # Deletes last: an upsert and a delete of the same record never share a run.
+        for operation in sorted(payloads, key=lambda op: "deleted" in _changes(operations, op)):
+            changes = _changes(operations, operation)
+            records = _records(con, work, writer, operation, payloads[operation], changes,
+                               done, failures, result, config.on_invalid)
+            # A vendor with a bulk path (a job, not requests) takes large changesets there.
+            bulk = getattr(writer, "bulk_threshold", None)
+            size = sum(counts.get(c, 0) for c in changes)
+            send = writer.deliver_bulk if bulk is not None and size > bulk else partial(
+                deliver, writer)
+            merge(report, send(records, on_outcomes, max_retries=max_retries,
+                               timeout_s=timeout_s))
         result.sent, result.rejected, result.unsent = report.sent, report.rejected, report.unsent
         result.succeeded = report.delivered + result.resumed
         result.requests, result.retries = report.requests, report.retries

@@ -49,6 +49,7 @@ def test_rate_limiter_never_starts_more_than_n_in_a_window():
         for _ in range(12):
             await limiter.wait()
             starts.append(time.monotonic())
+            limiter.release()  # the answer is in
         return starts
 
     starts = asyncio.run(run())
@@ -123,3 +124,22 @@ def test_a_spent_quota_stops_sending_and_keeps_everything_owed():
                      transport=httpx.MockTransport(handler))
     assert report.unsent == 10 and report.delivered == 0
     assert len(calls) == 1  # nothing more was sent after the vendor said stop
+
+
+def test_rate_limiter_holds_a_slot_until_the_answer_is_in():
+    async def run():
+        limiter = RateLimiter(2, 0.1)
+        await limiter.wait()
+        await limiter.wait()  # two in flight, none answered
+        third = asyncio.create_task(limiter.wait())
+        await asyncio.sleep(0.3)  # longer than the window: still blocked, both in flight
+        blocked = not third.done()
+        limiter.release()
+        released_at = time.monotonic()
+        await third
+        return blocked, time.monotonic() - released_at
+
+    blocked, waited = asyncio.run(run())
+    # The vendor may have seen the first request arrive as late as its answer: the third
+    # starts only a whole window after that answer.
+    assert blocked and waited >= 0.1 - 1e-3

@@ -24,6 +24,12 @@ class Capabilities:
     rate_limit: tuple[int, float] | None = None  # (requests, per seconds), all operations
     # Vendors that limit endpoints apart (e.g. updates 5/s, events 10/s): per operation.
     operation_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # ...and that take fewer records in some calls (e.g. deletes one by one): per operation.
+    operation_batch: dict[str, int] = field(default_factory=dict)
+
+    def batch_for(self, operation: str) -> int:
+        return min(self.operation_batch.get(operation, self.records_per_request),
+                   self.records_per_request)
     default_retry_after_s: float = 1.0  # when a 429 carries no Retry-After
     deduplicates: bool = False  # drops a resent idempotency key
     partial_failure: Literal["per_item", "whole_batch"] = "whole_batch"

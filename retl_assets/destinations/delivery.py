@@ -45,24 +45,46 @@ class Report:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (key, error), first few
 
 
+def merge(total: Report, part: Report) -> Report:
+    """Add one delivery's figures to another's (a sync may deliver in several parts)."""
+    for name in ("sent", "delivered", "rejected", "unsent", "requests", "retries",
+                 "rate_limited", "splits", "seconds"):
+        setattr(total, name, getattr(total, name) + getattr(part, name))
+    total.errors += part.errors[: max(0, 50 - len(total.errors))]
+    return total
+
+
 class RateLimiter:
-    """At most `n` request starts in any `window` seconds (a sliding log)."""
+    """At most `n` requests in any `window` seconds *as the vendor counts them*.
+
+    The vendor sees a request arrive somewhere between our start and its answer, so a slot is
+    held from the start until the answer returns and only then ages out of the window: no
+    window of the vendor's can hold more than `n`, however the network or the machine delays
+    requests."""
 
     def __init__(self, n: int, window: float):
         self.n, self.window = n, window
-        self._starts: deque[float] = deque()
+        self._ends: deque[float] = deque()  # when answers came back
+        self._in_flight = 0
         self._lock = asyncio.Lock()
 
     async def wait(self) -> None:
         async with self._lock:
             while True:
                 now = time.monotonic()
-                while self._starts and now - self._starts[0] >= self.window:
-                    self._starts.popleft()
-                if len(self._starts) < self.n:
-                    self._starts.append(now)
+                while self._ends and now - self._ends[0] >= self.window:
+                    self._ends.popleft()
+                if len(self._ends) + self._in_flight < self.n:
+                    self._in_flight += 1
                     return
-                await asyncio.sleep(self.window - (now - self._starts[0]) + 0.001)
+                # Wait for the oldest answer to age out, or for one in flight to come back.
+                delay = self.window - (now - self._ends[0]) if self._ends else 0.005
+                await asyncio.sleep(max(delay, 0.001))
+
+    def release(self) -> None:
+        """The answer (or the error) of a request started after `wait()` is in."""
+        self._in_flight -= 1
+        self._ends.append(time.monotonic())
 
 
 def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> Iterable[list[Record]]:
@@ -72,7 +94,8 @@ def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> It
     size = overhead
     for r in records:
         n = len(r.payload) + 1  # +1 for the separating comma
-        full = len(batch) >= caps.records_per_request or size + n > caps.bytes_per_request
+        full = (batch and len(batch) >= caps.batch_for(batch[0].operation)
+                or size + n > caps.bytes_per_request)
         if batch and (full or r.operation != batch[0].operation):
             yield batch
             batch, size = [], overhead
@@ -102,14 +125,15 @@ async def _deliver(dest: Writer, records: Iterable[Record],
             while True:
                 if stopped:
                     return [Outcome(r, "unsent", stopped[0]) for r in batch]
-                if limiter:
-                    await limiter.wait()
-                if op in per_op:
-                    await per_op[op].wait()
+                held = [x for x in (limiter, per_op.get(op)) if x is not None]
+                for x in held:
+                    await x.wait()
                 report.requests += 1
                 try:
                     response = await client.send(dest.request(client, op, batch))
                 except httpx.TransportError as e:
+                    for x in held:
+                        x.release()
                     if attempt >= max_retries:
                         raise UnreachableError(
                             f"destination {dest.destination!r} could not be reached after "
@@ -118,6 +142,8 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                     report.retries += 1
                     await asyncio.sleep(backoff(attempt))
                     continue
+                for x in held:
+                    x.release()
                 answer = dest.read(response, op, batch)
                 if answer.kind == "ok":
                     return [Outcome(r, "rejected", answer.rejected[i]) if i in answer.rejected
@@ -155,7 +181,7 @@ async def _deliver(dest: Writer, records: Iterable[Record],
         async def worker() -> None:
             while (batch := await queue.get()) is not None:
                 outcomes = await send(batch)
-                _count(report, outcomes)
+                count(report, outcomes)
                 on_outcomes(outcomes)
 
         workers = [asyncio.create_task(worker()) for _ in range(caps.max_concurrency)]
@@ -179,7 +205,8 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                 w.cancel()
 
 
-def _count(report: Report, outcomes: list[Outcome]) -> None:
+def count(report: Report, outcomes: list[Outcome]) -> None:
+    """Tally outcomes into a report (also used by vendors' own bulk flows)."""
     for o in outcomes:
         if o.status == "delivered":
             report.delivered += 1

@@ -50,8 +50,7 @@ class HubSpotDestination:
             bytes_per_request=REQUEST_BYTES,
             bytes_per_record=REQUEST_BYTES,
             max_concurrency=max_concurrency or 4,
-            # A hair under the vendor's window so clock skew never tips us over.
-            rate_limit=(requests_per_10s, 10.2),
+            rate_limit=(requests_per_10s, 10.0),
             default_retry_after_s=10.0,
             partial_failure="whole_batch",
         )

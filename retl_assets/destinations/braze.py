@@ -1,0 +1,226 @@
+"""Braze REST API: user attributes and custom events by `/users/track`, deletes by
+`/users/delete`.
+
+Each instance has its own REST endpoint (https://rest.<instance>.braze.com). `/users/track`
+takes at most 75 objects a request and 3,000 requests per 3 s per workspace; it answers 201
+`{"message": "success", ...}` and names refused objects in `errors: [{type, input_array,
+index}]` while the rest are processed (per item). A malformed request is a fatal 400.
+`/users/delete` takes up to 50 ids of one kind and shares a 20,000 requests/minute limit.
+Every answer carries X-RateLimit-Limit/-Remaining/-Reset (epoch seconds); a 429 carries no
+documented Retry-After, so the client waits until the reset. Events are never deduplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+from pydantic import model_validator
+
+from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.retry import parse_retry_after
+from retl_assets.errors import ProjectError
+from retl_assets.mapping import Raw, Rules, Tree
+from retl_assets.project.load import resolve_secret
+from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.state.engine import quote
+from retl_assets.state.store import DEST_ID
+
+ACTIONS = {"braze": ("upsert", "track", MIRROR)}
+MAX_OBJECTS = 75  # per /users/track request, attributes + events + purchases together
+MAX_DELETE_IDS = 50  # per /users/delete request
+TRACK_RATE = (3000, 3.0)  # /users/track, per workspace
+DELETE_RATE = (20_000, 60.0)  # /users/delete, shared with the alias/identify/merge calls
+REQUEST_BYTES = 4 * 1024 * 1024  # Braze publishes no body limit; a conservative guess
+IDENTITIES = ("external_id", "email")  # what a sync may match users on
+EVENT_TOP = frozenset({"external_id", "email", "user_alias", "braze_id", "phone", "name",
+                       "time", "app_id", "_update_existing_only"})
+# The array of /users/track each operation fills; deletes go to /users/delete.
+ARRAYS = {"attributes": "attributes", "events": "events"}
+
+
+class BrazeConfig(DestinationBase):
+    api_key: Secret
+    instance: str | None = None  # e.g. "iad-01" for https://rest.iad-01.braze.com
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> BrazeConfig:
+        if not self.base_url and not self.instance:
+            raise ValueError("give the REST endpoint: instance (e.g. iad-01) or base_url "
+                             "(e.g. https://rest.iad-01.braze.com)")
+        return self
+
+
+CONFIGS = {"braze": BrazeConfig}
+
+
+class BrazeDestination:
+    def __init__(self, name: str, api_key: str, base_url: str, max_concurrency: int | None = None,
+                 batch_size: int | None = None):
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.max_concurrency = max_concurrency or 4
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return f"BrazeDestination({self.name!r}, {self.base_url!r})"
+
+    def capabilities(self) -> Capabilities:
+        # /users/track takes 75 objects a request, /users/delete 50 ids. A hair over each
+        # vendor window so network jitter never tips us over.
+        track = (TRACK_RATE[0], TRACK_RATE[1] + 0.1)
+        return Capabilities(
+            records_per_request=min(self.batch_size or MAX_OBJECTS, MAX_OBJECTS),
+            operation_batch={"delete": MAX_DELETE_IDS},
+            bytes_per_request=REQUEST_BYTES,
+            bytes_per_record=REQUEST_BYTES,
+            max_concurrency=self.max_concurrency,
+            operation_limits={"attributes": track, "events": track,
+                              "delete": (DELETE_RATE[0], DELETE_RATE[1] + 0.5)},
+            default_retry_after_s=3.0,
+            deduplicates=False,
+            partial_failure="per_item",
+        )
+
+    def writer(self, sync_name: str, sync: SyncConfig) -> BrazeWriter:
+        return BrazeWriter(self, sync_name, sync)
+
+    def check_request(self, client: httpx.Client) -> httpx.Request:
+        # Braze has no read call a users.track key may make. Updating a user that does not
+        # exist with _update_existing_only creates nothing, and checks the key and permission.
+        body = {"attributes": [{"external_id": "retl-connection-check",
+                                "_update_existing_only": True}]}
+        return client.build_request("POST", f"{self.base_url}/users/track", json=body,
+                                    headers=self._headers)
+
+    def post(self, client: httpx.AsyncClient, path: str, body: bytes) -> httpx.Request:
+        return client.build_request("POST", f"{self.base_url}{path}", content=body,
+                                    headers=self._headers)
+
+
+class BrazeWriter:
+    def __init__(self, dest: BrazeDestination, sync_name: str, sync: SyncConfig):
+        self.destination = dest.name
+        self._dest = dest
+        self._sync = sync
+        if sync.object not in (None, "users"):
+            raise ProjectError(f"syncs.{sync_name}.object: Braze syncs users; leave object "
+                               f"out or set it to users")
+        if not sync.match or len(sync.match) != 1 or next(iter(sync.match)) not in IDENTITIES:
+            raise ProjectError(f"syncs.{sync_name}.match: give the one Braze identifier to "
+                               f"match users on, e.g. {{external_id: user_id_column}} or "
+                               f"{{email: email_column}}")
+        self.id_field, self.id_column = next(iter(sync.match.items()))
+        self.capabilities = dest.capabilities()
+
+    def operations(self) -> dict[str, str]:
+        if self._sync.action == MIRROR:
+            return {"added": "attributes", "updated": "attributes", "deleted": "delete"}
+        op = "events" if self._sync.action == "track" else "attributes"
+        return {change: op for change in self._sync.selects if change != "deleted"}
+
+    def rules(self, operation: str) -> Rules:
+        if operation == "events":
+            return Rules(top_level=EVENT_TOP, container="properties",
+                         as_string=frozenset({"external_id"}))
+        # Attributes sit flat on the user object, beside its identifier.
+        return Rules(top_level=frozenset(), container=None)
+
+    def payload(self, operation: str, mapped: Tree) -> Tree:
+        if operation == "delete":
+            return {(self.id_field,): Raw(DEST_ID)}
+        identity = Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")
+        return {**{p: e for p, e in mapped.items() if p != (self.id_field,)},
+                (self.id_field,): identity}
+
+    def needs_dest_id(self, operation: str) -> bool:
+        return operation == "delete"
+
+    def invalid_sql(self, operation: str, payload: str) -> str:
+        if operation == "delete":
+            return "NULL"
+
+        def missing(field: str) -> str:
+            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') = ''"
+
+        checks = [(missing(self.id_field), f"'no value for the match field {self.id_field} "
+                                           f"(column {self.id_column})'")]
+        if operation == "events":
+            checks += [(missing("name"), "'an event needs name'"),
+                       (missing("time"), "'an event needs time'")]
+        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
+        return f"CASE {whens} ELSE NULL END"
+
+    def request(self, client: httpx.AsyncClient, operation: str,
+                records: list[Record]) -> httpx.Request:
+        if operation == "delete":
+            ids = [json.loads(r.payload)[self.id_field] for r in records]
+            if self.id_field == "email":
+                # Braze deletes nothing when several users share the email and nothing
+                # says which: retl created email-only (unidentified) users.
+                body = {"email_addresses": [
+                    {"email": e, "prioritization": ["unidentified", "most_recently_updated"]}
+                    for e in ids]}
+            else:
+                body = {"external_ids": ids}
+            return self._dest.post(client, "/users/delete", json.dumps(body).encode())
+        array = ARRAYS[operation]
+        body = ('{"' + array + '":[' + ",".join(r.payload for r in records) + "]}").encode()
+        return self._dest.post(client, "/users/track", body)
+
+    def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
+        status = response.status_code
+        if status == 404:
+            # Braze answers 404 for a REST key it does not know.
+            return Answer("auth", error=f"HTTP 404 (unknown REST API key): {response.text[:200]}")
+        failed = status_answer(response, _wait(response) if status == 429 else None)
+        if failed or operation == "delete":
+            return failed or Answer("ok")
+        # 202 {"message": "queued"} during maintenance: accepted, processed later.
+        body = _json(response)
+        answer = Answer("ok")
+        array = ARRAYS[operation]
+        for error in body.get("errors") or []:
+            if not isinstance(error, dict):
+                continue
+            index = error.get("index")
+            if (error.get("input_array") == array and isinstance(index, int)
+                    and 0 <= index < len(records)):
+                answer.rejected[index] = str(error.get("type") or "refused by Braze")
+        if operation == "attributes":
+            # Braze returns no id of its own: the identifier retl wrote is what a delete uses.
+            for i, r in enumerate(records):
+                if i not in answer.rejected:
+                    value = json.loads(r.payload).get(self.id_field)
+                    if value:
+                        answer.ids[i] = str(value)
+        return answer
+
+
+def _wait(response: httpx.Response) -> float | None:
+    """Seconds until the rate window resets: Retry-After if sent, else X-RateLimit-Reset."""
+    after = parse_retry_after(response.headers.get("Retry-After"))
+    if after is not None:
+        return after
+    try:
+        reset = float(response.headers.get("X-RateLimit-Reset", ""))
+    except ValueError:
+        return None
+    return min(max(reset - time.time(), 0.05), 60.0)
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def connect(name: str, config: BrazeConfig) -> BrazeDestination:
+    key = resolve_secret(config.api_key, f"destinations.{name}.api_key")
+    base_url = config.base_url or f"https://rest.{config.instance}.braze.com"
+    return BrazeDestination(name, key or "", base_url, config.max_concurrency,
+                            config.batch_size)

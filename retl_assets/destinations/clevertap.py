@@ -1,0 +1,232 @@
+"""CleverTap: user profiles and events through the upload API.
+
+POST https://{region}.api.clevertap.com/1/upload with the account id and passcode in
+headers, `{"d": [...]}` of at most 1,000 records, each identified by `identity` (or
+objectId/FBID/GPID). There is no time-window limit, but at most 15 requests in flight per
+account; the 16th is answered 429 "Too many concurrent requests" (no Retry-After), so the
+client's concurrency stays within 15. Record failures come inside a 200: `{status,
+processed, unprocessed: [{status, code, error, record}]}`, each echoing the record it
+refused, which is how they are matched back to rows. Profile (and event property) keys are
+at most 120 bytes and values at most 512. Deletes live in another API (/1/delete/profiles.json,
+100 identities a call) that retl does not speak yet.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict, deque
+
+import httpx
+from pydantic import Field
+
+from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.mixpanel import epoch_sql, sql_of
+from retl_assets.errors import ProjectError
+from retl_assets.mapping import Literal, Raw, Rules, Tree
+from retl_assets.project.load import resolve_secret
+from retl_assets.project.schema import DestinationBase, Secret, SyncConfig
+from retl_assets.state.engine import quote
+from retl_assets.state.store import KEYTEXT
+
+BASE_URL = "https://{region}.api.clevertap.com"
+ACTIONS = {"clevertap": ("profile", "event")}
+MAX_RECORDS = 1000
+MAX_CONCURRENT = 15  # requests in flight per account, over every client of the account
+# CleverTap publishes no byte limit; 1,000 records of a few dozen properties fit easily.
+REQUEST_BYTES = 8 * 1024 * 1024
+KEY_BYTES, VALUE_BYTES = 120, 512
+ID_FIELDS = ("identity", "objectId", "FBID", "GPID")
+CONTAINER = {"profile": "profileData", "event": "evtData"}
+
+
+class CleverTapConfig(DestinationBase):
+    account_id: str
+    passcode: Secret
+    region: str = Field("us1", pattern=r"^[a-z0-9]+$",
+                        description="the account's region: us1, eu1, in1, sg1, aps3, mec1")
+
+
+CONFIGS = {"clevertap": CleverTapConfig}
+
+
+class CleverTapDestination:
+    def __init__(self, name: str, account_id: str, passcode: str, base_url: str | None = None,
+                 region: str = "us1", max_concurrency: int | None = None,
+                 batch_size: int | None = None):
+        self.name = name
+        self.base_url = (base_url or BASE_URL.format(region=region)).rstrip("/")
+        # The passcode lives only inside the headers; repr() never shows it.
+        self._headers = {"X-CleverTap-Account-Id": account_id, "X-CleverTap-Passcode": passcode,
+                         "Content-Type": "application/json; charset=utf-8"}
+        self.capabilities = Capabilities(
+            records_per_request=min(batch_size or MAX_RECORDS, MAX_RECORDS),
+            bytes_per_request=REQUEST_BYTES,
+            bytes_per_record=REQUEST_BYTES,
+            # The limit is per account: leave room for other clients unless told otherwise,
+            # and never go over it, whatever the project file says.
+            max_concurrency=min(max_concurrency or 10, MAX_CONCURRENT),
+            rate_limit=None,  # CleverTap limits concurrency only
+            default_retry_after_s=1.0,
+            partial_failure="per_item",
+        )
+
+    def __repr__(self) -> str:
+        return f"CleverTapDestination({self.name!r}, {self.base_url!r})"
+
+    def writer(self, sync_name: str, sync: SyncConfig) -> CleverTapWriter:
+        return CleverTapWriter(self, sync_name, sync)
+
+    def check_request(self, client: httpx.Client) -> httpx.Request:
+        # Get User Profile by id: read-only, and a profile that does not exist is fine.
+        return client.build_request("GET", f"{self.base_url}/1/profile.json",
+                                    params={"identity": "retl-connection-check"},
+                                    headers=self._headers)
+
+    def upload(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
+        body = ('{"d":[' + ",".join(r.payload for r in records) + "]}").encode()
+        return client.build_request("POST", f"{self.base_url}/1/upload", content=body,
+                                    headers=self._headers)
+
+
+class CleverTapWriter:
+    def __init__(self, dest: CleverTapDestination, sync_name: str, sync: SyncConfig):
+        self.destination = dest.name
+        self.capabilities = dest.capabilities
+        self._dest = dest
+        self._sync = sync
+        if sync.action not in ACTIONS["clevertap"]:
+            raise ProjectError(f"syncs.{sync_name}.action: clevertap offers profile and event "
+                               f"(deletes are not supported yet), not {sync.action!r}")
+        match = sync.match or {}
+        if len(match) > 1 or (match and next(iter(match)) not in ID_FIELDS):
+            raise ProjectError(f"syncs.{sync_name}.match: give the one CleverTap identifier, "
+                               f"e.g. {{identity: user_id}} ({', '.join(ID_FIELDS)})")
+        self.id_field, self.id_column = next(iter(match.items()), ("identity", None))
+        if sync.action == "event" and self.id_column is None and sync.mapping is not None \
+                and not set(ID_FIELDS) & set(sync.mapping):
+            raise ProjectError(f"syncs.{sync_name}: an event sync needs the person of each "
+                               f"event: match: {{identity: <column>}}")
+
+    def operations(self) -> dict[str, str]:
+        return {change: self._sync.action for change in self._sync.selects
+                if change != "deleted"}
+
+    def rules(self, operation: str) -> Rules:
+        top = {"type", "ts", CONTAINER[operation], *ID_FIELDS}
+        if operation == "event":
+            top.add("evtName")
+        return Rules(top_level=frozenset(top), container=CONTAINER[operation],
+                     as_string=frozenset({"identity", "objectId", "evtName"}))
+
+    def payload(self, operation: str, mapped: Tree) -> Tree:
+        tree: Tree = {("type",): Literal(operation)}
+        if self.id_column is not None:
+            tree[(self.id_field,)] = Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")
+        elif operation == "profile" and not any((f,) in mapped for f in ID_FIELDS):
+            tree[("identity",)] = Raw(KEYTEXT)  # a profile's default identity: the primary key
+        for path, expr in mapped.items():
+            if path == ("ts",):
+                expr = Raw(epoch_sql(sql_of(expr), "s"))  # UNIX epoch seconds
+            tree.setdefault(path, expr)
+        return tree
+
+    def needs_dest_id(self, operation: str) -> bool:
+        return False
+
+    def invalid_sql(self, operation: str, payload: str) -> str:
+        def missing(field: str) -> str:
+            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') = ''"
+
+        data = CONTAINER[operation]
+        column = self.id_column or ("the primary key" if operation == "profile" else None)
+        checks = [(" AND ".join(missing(f) for f in ID_FIELDS),
+                   f"'no {self.id_field}" + (f" (from {column})'" if column else
+                                             " (set match: {identity: <column>})'"))]
+        if operation == "event":
+            checks += [(missing("evtName"), "'no evtName (map a column to evtName)'"),
+                       (f"json_extract({payload}, '$.ts') IS NULL",
+                        "'an event needs ts (map its timestamp column to ts)'")]
+        checks += [
+            ((f"json_extract({payload}, '$.ts') IS NOT NULL AND "
+             f"json_type({payload}, '$.ts') NOT IN ('BIGINT', 'UBIGINT')"),
+             "'ts is not a timestamp'"),
+            ((f"list_max(list_transform(json_keys({payload}, '$.{data}'), "
+             f"lambda k: strlen(k))) > {KEY_BYTES}"),
+             f"'a {data} key is longer than {KEY_BYTES} bytes'"),
+            ((f"list_max(list_transform(json_extract_string({payload}, '$.{data}.*'), "
+             f"lambda v: strlen(v))) > {VALUE_BYTES}"),
+             f"'a {data} value is longer than {VALUE_BYTES} bytes'"),
+        ]
+        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
+        return f"CASE {whens} ELSE NULL END"
+
+    def request(self, client: httpx.AsyncClient, operation: str,
+                records: list[Record]) -> httpx.Request:
+        return self._dest.upload(client, records)
+
+    def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
+        failed = status_answer(response)
+        if failed:
+            return failed
+        body = _json(response)
+        unprocessed = body.get("unprocessed") or []
+        if body.get("status") == "fail" and not unprocessed:
+            return Answer("refused", error=f"CleverTap: {body.get('error') or body}")
+        return self._failures(unprocessed, records)
+
+    def _failures(self, unprocessed: list, records: list[Record]) -> Answer:
+        """Each unprocessed entry echoes its record: find the row it came from."""
+        sent = [json.loads(r.payload) for r in records]
+        exact: dict[str, deque[int]] = defaultdict(deque)
+        loose: dict[tuple, deque[int]] = defaultdict(deque)
+        for i, record in enumerate(sent):
+            exact[_canonical(record)].append(i)
+            loose[_identity(record)].append(i)
+        answer = Answer("ok")
+        lost = []
+        for entry in unprocessed:
+            echoed = entry.get("record") if isinstance(entry, dict) else None
+            message = (f"{entry.get('code')}: {entry.get('error')}" if isinstance(entry, dict)
+                       else str(entry))
+            index = None
+            if isinstance(echoed, dict):
+                for queue in (exact.get(_canonical(echoed)), loose.get(_identity(echoed))):
+                    while queue and index is None:
+                        candidate = queue.popleft()
+                        if candidate not in answer.rejected:
+                            index = candidate
+                    if index is not None:
+                        break
+            if index is None:
+                lost.append(message)
+            else:
+                answer.rejected[index] = message
+        if lost:
+            if len(records) == 1:
+                return Answer("ok", rejected={0: lost[0]})
+            # A failure we cannot place: halve the batch until each one is alone.
+            return Answer("refused", error=f"CleverTap refused a record it did not echo: "
+                                           f"{lost[0]}")
+        return answer
+
+
+def _canonical(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _identity(record: dict) -> tuple:
+    return (record.get("type"), *(str(record.get(f)) for f in ID_FIELDS), record.get("evtName"))
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def connect(name: str, config: CleverTapConfig) -> CleverTapDestination:
+    passcode = resolve_secret(config.passcode, f"destinations.{name}.passcode")
+    return CleverTapDestination(name, config.account_id, passcode or "", config.base_url,
+                                config.region, config.max_concurrency, config.batch_size)

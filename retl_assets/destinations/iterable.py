@@ -1,0 +1,234 @@
+"""Iterable: users by `POST /api/users/bulkUpdate`, events by `POST /api/events/trackBulk`,
+deletes one user a request (`DELETE /api/users/{email}` or `/api/users/byUserId/{userId}`).
+
+Header `Api-Key`. Each user or event carries `email` or `userId`, not both. bulkUpdate takes
+up to 1,000 users and 4 MB at 5 requests/s per project; trackBulk takes up to 8,000 events at
+10 requests/s; the deletes allow 100 requests/s. Both bulk calls answer 200 with counts and
+`failedUpdates` (invalidEmails, invalidDataUserIds, ... lists of the identifiers that failed),
+so failures are per item; a malformed request is a 400 `{msg, code, params}`. An event's `id`
+is an upsert key, so retl sends its idempotency key there and a resent event is not doubled.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal as Choice
+from urllib.parse import quote as quote_path
+
+import httpx
+
+from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.retry import parse_retry_after
+from retl_assets.errors import ProjectError
+from retl_assets.mapping import Column, Raw, Rules, Tree
+from retl_assets.project.load import resolve_secret
+from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.state.engine import quote
+from retl_assets.state.store import DEST_ID, MSGID
+
+BASE_URLS = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
+ACTIONS = {"iterable": ("upsert", "track", MIRROR)}
+IDENTITIES = ("email", "userId")
+REQUEST_BYTES = 4 * 1024 * 1024  # bulkUpdate's published body limit; used for trackBulk too
+# Per operation: records a request, and requests per second as Iterable publishes them.
+LIMITS = {"bulkUpdate": (1000, 5), "trackBulk": (8000, 10), "delete": (1, 100)}
+EVENT_ID_BYTES = 512
+FAILURES = {  # failedUpdates keys -> what they mean
+    "invalidEmails": "malformed email", "invalidUserIds": "malformed userId",
+    "invalidDataEmails": "invalid dataFields", "invalidDataUserIds": "invalid dataFields",
+    "conflictEmails": "identity conflicts with an existing user",
+    "conflictUserIds": "identity conflicts with an existing user",
+    "forgottenEmails": "user was GDPR-forgotten", "forgottenUserIds": "user was GDPR-forgotten",
+    "notFoundEmails": "user not found", "notFoundUserIds": "user not found",
+}
+# Unix seconds from a timestamp, date, ISO text or number column, whatever its type.
+_TEXT = "CAST({c} AS VARCHAR)"
+UNIX_SECONDS = (
+    "CAST(COALESCE(TRY_CAST({t} AS DOUBLE), epoch(TRY_CAST(CASE WHEN regexp_matches({t}, "
+    "':\\d\\d(\\.\\d+)?\\s*(Z|[+-]\\d\\d(:?\\d\\d)?)$') THEN {t} ELSE {t} || '+00' END "
+    "AS TIMESTAMPTZ))) AS BIGINT)"
+)
+
+
+class IterableConfig(DestinationBase):
+    api_key: Secret
+    region: Choice["us", "eu"] = "us"
+
+
+CONFIGS = {"iterable": IterableConfig}
+
+
+class IterableDestination:
+    def __init__(self, name: str, api_key: str, base_url: str | None = None,
+                 region: str = "us", max_concurrency: int | None = None,
+                 batch_size: int | None = None):
+        self.name = name
+        self.base_url = (base_url or BASE_URLS[region]).rstrip("/")
+        self._headers = {"Api-Key": api_key, "Content-Type": "application/json"}
+        self.max_concurrency = max_concurrency or 4
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return f"IterableDestination({self.name!r}, {self.base_url!r})"
+
+    def capabilities(self, operations: set[str]) -> Capabilities:
+        # Each endpoint keeps its own batch size (deletes one user a request) and its own
+        # published rate, a hair over the second for network jitter.
+        most = max(LIMITS[op][0] for op in operations)
+        return Capabilities(
+            records_per_request=min(self.batch_size or most, most),
+            operation_batch={op: LIMITS[op][0] for op in operations},
+            bytes_per_request=REQUEST_BYTES,
+            bytes_per_record=REQUEST_BYTES,
+            max_concurrency=self.max_concurrency,
+            operation_limits={op: (LIMITS[op][1], 1.1) for op in operations},
+            default_retry_after_s=1.0,  # Iterable documents no Retry-After
+            deduplicates=operations == {"trackBulk"},
+            partial_failure="per_item",
+        )
+
+    def writer(self, sync_name: str, sync: SyncConfig) -> IterableWriter:
+        return IterableWriter(self, sync_name, sync)
+
+    def check_request(self, client: httpx.Client) -> httpx.Request:
+        return client.build_request("GET", f"{self.base_url}/api/channels",
+                                    headers=self._headers)
+
+    def build(self, client: httpx.AsyncClient, method: str, path: str,
+              body: bytes | None = None) -> httpx.Request:
+        return client.build_request(method, f"{self.base_url}{path}", content=body,
+                                    headers=self._headers)
+
+
+class IterableWriter:
+    def __init__(self, dest: IterableDestination, sync_name: str, sync: SyncConfig):
+        self.destination = dest.name
+        self._dest = dest
+        self._sync = sync
+        if sync.object not in (None, "users"):
+            raise ProjectError(f"syncs.{sync_name}.object: Iterable syncs users; leave object "
+                               f"out or set it to users")
+        if not sync.match or len(sync.match) != 1 or next(iter(sync.match)) not in IDENTITIES:
+            raise ProjectError(f"syncs.{sync_name}.match: give the one Iterable identifier "
+                               f"to match users on, {{email: email_column}} or "
+                               f"{{userId: user_id_column}}")
+        self.id_field, self.id_column = next(iter(sync.match.items()))
+        self.capabilities = dest.capabilities(set(self.operations().values()))
+
+    def operations(self) -> dict[str, str]:
+        if self._sync.action == MIRROR:
+            return {"added": "bulkUpdate", "updated": "bulkUpdate", "deleted": "delete"}
+        op = "trackBulk" if self._sync.action == "track" else "bulkUpdate"
+        return {change: op for change in self._sync.selects if change != "deleted"}
+
+    def rules(self, operation: str) -> Rules:
+        # Only the matched identifier stays on top (Iterable wants email or userId, not
+        # both); every other field, the other identifier too, goes in dataFields.
+        top = {self.id_field}
+        if operation == "trackBulk":
+            top |= {"eventName", "id", "createdAt", "campaignId", "templateId"}
+        else:
+            top |= {"preferUserId", "mergeNestedObjects"}
+        return Rules(top_level=frozenset(top), container="dataFields",
+                     as_string=frozenset({"userId", "id"}))
+
+    def payload(self, operation: str, mapped: Tree) -> Tree:
+        if operation == "delete":
+            return {(self.id_field,): Raw(DEST_ID)}
+        tree = {p: e for p, e in mapped.items() if p != (self.id_field,)}
+        tree[(self.id_field,)] = Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")
+        if operation == "trackBulk":
+            tree.setdefault(("id",), Raw(MSGID))
+            created = tree.get(("createdAt",))
+            if isinstance(created, Column):
+                text = _TEXT.format(c=quote(created.name))
+                tree[("createdAt",)] = Raw(UNIX_SECONDS.format(t=text))
+        return tree
+
+    def needs_dest_id(self, operation: str) -> bool:
+        return operation == "delete"
+
+    def invalid_sql(self, operation: str, payload: str) -> str:
+        if operation == "delete":
+            return "NULL"
+
+        def missing(field: str) -> str:
+            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') = ''"
+
+        checks = [(missing(self.id_field), f"'no value for the match field {self.id_field} "
+                                           f"(column {self.id_column})'")]
+        if operation == "trackBulk":
+            checks += [
+                (missing("eventName"), "'an event needs eventName'"),
+                (f"strlen(coalesce(json_extract_string({payload}, '$.id'), '')) "
+                 f"> {EVENT_ID_BYTES}", f"'event id over {EVENT_ID_BYTES} bytes'"),
+            ]
+        checks.append((f"strlen({payload}) > {REQUEST_BYTES // 2}",
+                       "'record is over 2 MB, half of the 4 MB request limit'"))
+        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
+        return f"CASE {whens} ELSE NULL END"
+
+    def request(self, client: httpx.AsyncClient, operation: str,
+                records: list[Record]) -> httpx.Request:
+        if operation == "delete":  # one user a request (operation_batch)
+            value = str(json.loads(records[0].payload)[self.id_field])
+            where = "/api/users/" if self.id_field == "email" else "/api/users/byUserId/"
+            return self._dest.build(client, "DELETE", where + quote_path(value, safe=""))
+        array = "users" if operation == "bulkUpdate" else "events"
+        body = ('{"' + array + '":[' + ",".join(r.payload for r in records) + "]}").encode()
+        path = "/api/users/bulkUpdate" if operation == "bulkUpdate" else "/api/events/trackBulk"
+        return self._dest.build(client, "POST", path, body)
+
+    def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
+        failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
+        if operation == "delete":
+            if response.status_code == 404:
+                return Answer("ok")  # already gone
+            return failed or Answer("ok")
+        if failed:
+            return failed
+        return self._failures(_json(response), operation, records)
+
+    def _failures(self, body: dict, operation: str, records: list[Record]) -> Answer:
+        # Failures name users by identifier, not by position: map them back to the records.
+        norm = str.lower if self.id_field == "email" else str
+        values = [json.loads(r.payload) for r in records]
+        position: dict[str, list[int]] = {}
+        for i, v in enumerate(values):
+            position.setdefault(norm(str(v.get(self.id_field, ""))), []).append(i)
+        answer = Answer("ok")
+        suffix = "Emails" if self.id_field == "email" else "UserIds"
+        lists = dict(body.get("failedUpdates") or {})
+        for key in ("invalidEmails", "invalidUserIds"):  # the deprecated top-level twins
+            lists.setdefault(key, body.get(key) or [])
+        for key, failed in lists.items():
+            if not key.endswith(suffix) or not isinstance(failed, list):
+                continue
+            for value in failed:
+                for i in position.get(norm(str(value)), []):
+                    answer.rejected.setdefault(i, f"{key}: {FAILURES.get(key, 'failed')}")
+        disallowed = set(body.get("disallowedEventNames") or [])
+        for i, v in enumerate(values):
+            if operation == "trackBulk" and v.get("eventName") in disallowed:
+                answer.rejected.setdefault(i, f"disallowedEventNames: {v['eventName']!r} "
+                                              f"is not allowed in this project")
+        if operation == "bulkUpdate":
+            # Iterable returns no id of its own: the identifier is what a delete uses.
+            for i, v in enumerate(values):
+                if i not in answer.rejected and v.get(self.id_field):
+                    answer.ids[i] = str(v[self.id_field])
+        return answer
+
+
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def connect(name: str, config: IterableConfig) -> IterableDestination:
+    key = resolve_secret(config.api_key, f"destinations.{name}.api_key")
+    return IterableDestination(name, key or "", config.base_url, config.region,
+                               config.max_concurrency, config.batch_size)

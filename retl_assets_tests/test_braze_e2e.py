@@ -1,0 +1,162 @@
+"""Braze as a user sets it up: contacts mirrored as user attributes by external_id, and the
+events table tracked as custom events."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from retl_assets.emulators import EmulatorServer
+from retl_assets.emulators.braze import BrazeEmulator, build_braze_app
+
+KEY = "braze-test-key"
+
+PROJECT = """
+sources:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+destinations:
+  braze:
+    type: braze
+    api_key: {{env: BRAZE_API_KEY}}
+    base_url: {url}   # or instance: iad-01 for https://rest.iad-01.braze.com
+models:
+  contacts:
+    source: warehouse
+    primary_key: userId
+    sql: |
+      SELECT id AS "userId", email, first_name, plan, updated_at FROM contacts
+  events:
+    source: warehouse
+    primary_key: event_id
+    sql: |
+      SELECT id AS event_id, contact_id, name, occurred_at FROM events
+syncs:
+  contacts_to_braze:
+    model: contacts
+    destination: braze
+    action: mirror                   # attributes for added and updated, delete for deleted
+    match: {{external_id: userId}}     # Braze identifier: model column
+    mapping:
+      email: email
+      first_name: first_name
+      plan: plan
+  events_to_braze:
+    model: events
+    destination: braze
+    action: track
+    match: {{external_id: contact_id}}
+    mapping:
+      name: name
+      time: occurred_at
+      properties.event_id: event_id
+"""
+
+
+@pytest.fixture
+def braze(workspace, monkeypatch):
+    monkeypatch.setenv("BRAZE_API_KEY", KEY)
+    emu = BrazeEmulator({KEY}, rate_limit=(3000, 3.0))  # as Braze publishes it
+    with EmulatorServer(build_braze_app(emu)).start() as server:
+        workspace.write(PROJECT.format(url=server.url))
+        yield emu
+
+
+def braze_users(emu) -> dict[str, dict]:
+    return {uid: {"email": a.get("email"), "first_name": a.get("first_name"),
+                  "plan": a.get("plan")} for uid, a in emu.records().items()}
+
+
+def model_users(ws) -> dict[str, dict]:
+    return {uid: {"email": email, "first_name": first, "plan": plan}
+            for uid, email, first, plan in ws.sql("SELECT id, email, first_name, plan "
+                                                  "FROM contacts")}
+
+
+def test_mirror_creates_updates_and_deletes_exactly_the_changes(workspace, braze):
+    first = workspace.sync()
+    assert first.status == "success", first.errors
+    assert first.syncs["contacts_to_braze"]["succeeded"] == 300
+    assert braze_users(braze) == model_users(workspace)
+
+    workspace.sql("""
+        INSERT INTO contacts VALUES ('n1', 'new.person@example.com', 'Nia', 'pro', 1, now());
+        UPDATE contacts SET plan = 'enterprise' WHERE id = 'u000010';
+        DELETE FROM contacts WHERE id IN ('u000020', 'u000021');
+    """)
+    before = dict(braze.state()["stats"])
+    second = workspace.sync()
+    s = second.syncs["contacts_to_braze"]
+    assert second.status == "success", second.errors
+    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (4, 4, 0, 0)
+    assert braze_users(braze) == model_users(workspace)
+    after = braze.state()["stats"]
+    assert (after["created"] - before["created"], after["updated"] - before["updated"],
+            after["deleted"] - before["deleted"]) == (1, 1, 2)
+    assert after["contract_violations"] == []
+
+
+def test_events_are_tracked_on_their_users(workspace, braze):
+    assert workspace.sync().status == "success"
+    run = workspace.sync("events")
+    assert run.status == "success", run.errors
+    assert run.syncs["events_to_braze"]["succeeded"] == 50
+    tracked = {e["properties"]["event_id"]: (u["external_id"], e["name"], e["time"])
+               for u in braze.users() for e in u["events"]}
+    rows = workspace.sql("SELECT id, contact_id, name, "
+                         "strftime(occurred_at, '%Y-%m-%dT%H:%M:%S.%gZ') FROM events")
+    assert tracked == {i: (c, n, t) for i, c, n, t in rows}
+
+
+def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, braze):
+    workspace.sql("UPDATE contacts SET email = 'not-an-email' WHERE id IN ('u000005', 'u000050')")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_braze"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
+    assert len(braze.records()) == 298
+    store = workspace.store
+    ledger = store.ledger_path("contacts_to_braze", store.sync_state("contacts_to_braze"))
+    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
+                .fetchall())
+    assert set(owed) == {"u000005", "u000050"}
+    assert all("rejected" in e and "email" in e for e in owed.values()), owed
+    workspace.sql("UPDATE contacts SET email = 'fixed' || id || '@example.com' "
+                  "WHERE id IN ('u000005', 'u000050')")
+    fixed = workspace.sync()
+    assert fixed.syncs["contacts_to_braze"]["owed"] == 0
+    assert braze_users(braze) == model_users(workspace)
+
+
+def test_a_wrong_key_stops_at_once_and_commits_nothing(workspace, braze, monkeypatch):
+    monkeypatch.setenv("BRAZE_API_KEY", "wrong")
+    run = workspace.sync()
+    assert run.status == "failure"
+    assert any("'braze' refused the credentials" in e for e in run.errors), run.errors
+    assert braze.records() == {}
+    assert workspace.store.sync_state("contacts_to_braze").cursor is None
+
+
+def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, braze):
+    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
+                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_braze"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["owed"]) == (20000, 0)
+    stats = braze.state()["stats"]
+    assert stats["max_requests_in_window"] <= 3000
+    assert stats["status"].get("429", 0) == 0
+    assert stats["contract_violations"] == []
+    assert len(braze.records()) == 20000
+
+
+def test_429s_are_waited_out_until_the_rate_limit_reset(workspace, braze):
+    braze.set_faults(rate_429=0.3, retry_after=0.2)  # X-RateLimit-Reset ~0.2 s ahead
+    run = workspace.sync()
+    s = run.syncs["contacts_to_braze"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["owed"]) == (300, 0)
+    assert braze.state()["stats"]["status"].get("429", 0) > 0
+    assert braze_users(braze) == model_users(workspace)

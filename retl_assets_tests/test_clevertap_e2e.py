@@ -1,0 +1,208 @@
+"""CleverTap as a user sets it up: contacts uploaded as profiles, events as events."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from retl_assets.emulators import EmulatorServer
+from retl_assets.emulators.clevertap import CleverTapEmulator, build_clevertap_app
+
+ACCOUNT, PASSCODE = "TEST-4R6-Z98-876Z", "ct-passcode"
+
+PROJECT = """
+sources:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+destinations:
+  engage:
+    type: clevertap
+    account_id: {account}
+    passcode: {{env: CLEVERTAP_PASSCODE}}
+    region: eu1                          # https://eu1.api.clevertap.com
+    base_url: {url}                      # optional; overrides the region's endpoint
+{extra}
+models:
+  contacts:
+    source: warehouse
+    primary_key: userId
+    sql: |
+      SELECT id AS "userId", email, first_name, plan, updated_at FROM contacts
+  events:
+    source: warehouse
+    primary_key: id
+    sql: SELECT id, contact_id, name, occurred_at FROM events
+syncs:
+  users:
+    model: contacts
+    destination: engage
+    action: profile                      # upload profiles (CleverTap deletes: not yet)
+    match: {{identity: userId}}
+    mapping:
+      Email: email
+      Name: first_name
+      plan: plan
+  activity:
+    model: events
+    destination: engage
+    action: event
+    records: added
+    match: {{identity: contact_id}}
+    mapping:
+      evtName: name
+      ts: occurred_at                    # sent as UNIX epoch seconds
+      event_id: id
+"""
+
+
+@pytest.fixture
+def clevertap(workspace, monkeypatch):
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", PASSCODE)
+    emu = CleverTapEmulator({ACCOUNT: {PASSCODE}})
+    with EmulatorServer(build_clevertap_app(emu)).start() as server:
+        emu.url = server.url  # type: ignore[attr-defined]
+        write(workspace, server.url)
+        yield emu
+
+
+def write(workspace, url: str, extra: str = "") -> None:
+    workspace.write(PROJECT.format(account=ACCOUNT, url=url, extra=extra))
+
+
+def profiles(emu) -> dict[str, dict]:
+    return {who: {"email": p.get("Email"), "first_name": p.get("Name"), "plan": p.get("plan")}
+            for who, p in emu.profiles().items()}
+
+
+def model_profiles(ws) -> dict[str, dict]:
+    return {i: {"email": e, "first_name": f, "plan": p}
+            for i, e, f, p in ws.sql("SELECT id, email, first_name, plan FROM contacts")}
+
+
+def uploaded(emu) -> dict[int, tuple]:
+    return {e["evtData"]["event_id"]: (e["evtName"], e["who"], e["ts"]) for e in emu.events()}
+
+
+def model_events(ws) -> dict[int, tuple]:
+    return {i: (n, f"identity:{c}", t) for i, n, c, t in ws.sql(
+        "SELECT id, name, contact_id, epoch(occurred_at)::BIGINT FROM events")}
+
+
+def test_profiles_and_events_reach_clevertap_as_exactly_the_changes(workspace, clevertap):
+    first = workspace.sync()
+    assert first.status == "success", first.errors
+    assert first.syncs["users"]["succeeded"] == 300
+    assert profiles(clevertap) == model_profiles(workspace)
+
+    workspace.sql("""
+        INSERT INTO contacts VALUES ('n1', 'new.person@example.com', 'Nia', 'pro', 1, now());
+        UPDATE contacts SET plan = 'enterprise' WHERE id = 'u000010';
+        DELETE FROM contacts WHERE id IN ('u000020', 'u000021');
+    """)
+    before = clevertap.state()["stats"]
+    second = workspace.sync()
+    s = second.syncs["users"]
+    assert second.status == "success", second.errors
+    # The profile action takes adds and updates; deletes are not sent (not supported yet).
+    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (2, 2, 0, 0)
+    after = clevertap.state()["stats"]
+    assert (after["profiles_created"] - before["profiles_created"],
+            after["profiles_updated"] - before["profiles_updated"]) == (1, 1)
+    expected = model_profiles(workspace)
+    assert {k: v for k, v in profiles(clevertap).items() if k not in ("u000020", "u000021")} \
+        == expected
+
+    events = workspace.sync("events")
+    assert events.status == "success", events.errors
+    assert events.syncs["activity"]["succeeded"] == 50
+    assert uploaded(clevertap) == model_events(workspace)
+    assert workspace.sync("events").syncs["activity"]["sent"] == 0
+    assert clevertap.state()["stats"]["contract_violations"] == []
+
+
+def test_values_clevertap_refuses_are_rejected_one_by_one_and_land_once_fixed(workspace,
+                                                                             clevertap):
+    workspace.sql("UPDATE contacts SET email = 'not-an-email' WHERE id IN ('u000005', 'u000050')")
+    run = workspace.sync()
+    s = run.syncs["users"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["rejected"], s["owed"]) == (298, 2, 2)
+    assert len(clevertap.profiles()) == 298
+    store = workspace.store
+    ledger = store.ledger_path("users", store.sync_state("users"))
+    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
+                .fetchall())
+    assert set(owed) == {"u000005", "u000050"}
+    assert all(e.startswith("rejected") and "515: Email invalid" in e for e in owed.values()), owed
+
+    workspace.sql("UPDATE contacts SET email = 'fixed' || id || '@example.com' "
+                  "WHERE id IN ('u000005', 'u000050')")
+    fixed = workspace.sync()
+    assert fixed.syncs["users"]["owed"] == 0
+    assert profiles(clevertap) == model_profiles(workspace)
+
+
+def test_a_missing_identity_is_caught_before_sending(workspace, clevertap):
+    workspace.sql("UPDATE events SET contact_id = NULL WHERE id = 7")
+    run = workspace.sync("events")
+    s = run.syncs["activity"]
+    assert (s["succeeded"], s["invalid"], s["owed"]) == (49, 1, 1)
+    assert clevertap.state()["stats"]["records_failed"] == 0  # never reached CleverTap
+
+
+def test_twenty_thousand_profiles_stay_within_fifteen_requests_in_flight(workspace, clevertap):
+    # CleverTap limits concurrency, not a time window: 15 requests in flight per account.
+    # The project asks for 40; the destination holds it to 15. Latency keeps them open.
+    write(workspace, clevertap.url, "    max_concurrency: 40\n    batch_size: 100")
+    clevertap.set_faults(latency_ms=30)
+    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
+                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    run = workspace.sync()
+    s = run.syncs["users"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["owed"]) == (20000, 0)
+    stats = clevertap.state()["stats"]
+    assert 1 < stats["max_in_flight"] <= 15
+    assert stats["status"].get("429", 0) == 0
+    assert len(clevertap.profiles()) == 20000
+
+
+def test_a_wrong_passcode_stops_at_once_and_commits_nothing(workspace, clevertap, monkeypatch):
+    monkeypatch.setenv("CLEVERTAP_PASSCODE", "wrong-passcode")
+    run = workspace.sync()
+    assert run.status == "failure"
+    assert any("'engage' refused the credentials" in e for e in run.errors), run.errors
+    assert "wrong-passcode" not in " ".join(run.errors)
+    assert clevertap.profiles() == {}
+    assert workspace.store.sync_state("users").cursor is None
+
+
+# -- how the writer reads CleverTap's answers (no sync needed) --------------------------------
+
+
+def test_unprocessed_records_are_matched_by_their_echo_not_their_position(workspace, clevertap):
+    import json
+
+    import httpx
+
+    from retl_assets.destinations import open_destination
+    from retl_assets.destinations.base import Record
+
+    project = workspace.project
+    w = open_destination(project, "engage").writer("users", project.config.syncs["users"])
+    payloads = [{"type": "profile", "identity": f"u{i}", "profileData": {"Email": f"e{i}"}}
+                for i in range(4)]
+    sent = [Record(f"m{i}", f"u{i}", json.dumps(p), "profile") for i, p in enumerate(payloads)]
+    body = {"status": "partial", "processed": 2, "unprocessed": [
+        {"status": "fail", "code": 515, "error": "Email invalid", "record": payloads[3]},
+        {"status": "fail", "code": 515, "error": "Email invalid",  # echoed with keys reordered
+         "record": {"profileData": {"Email": "e1"}, "identity": "u1", "type": "profile"}}]}
+    answer = w.read(httpx.Response(200, json=body), "profile", sent)
+    assert (answer.kind, answer.rejected) == ("ok", {3: "515: Email invalid",
+                                                     1: "515: Email invalid"})
+    stranger = {"status": "partial", "processed": 3, "unprocessed": [
+        {"status": "fail", "code": 555, "error": "?", "record": {"identity": "zz"}}]}
+    assert w.read(httpx.Response(200, json=stranger), "profile", sent).kind == "refused"
+    assert w.read(httpx.Response(429, json={}), "profile", sent).kind == "retry"
+    assert w.read(httpx.Response(401, json={}), "profile", sent).kind == "auth"
