@@ -20,7 +20,7 @@ import httpx
 from pydantic import Field
 
 from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
-from retl_assets.destinations.mixpanel import epoch_sql, sql_of
+from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret

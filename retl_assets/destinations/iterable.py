@@ -21,6 +21,7 @@ from retl_assets.destinations.base import Answer, Capabilities, Record, status_a
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Column, Raw, Rules, Tree
+from retl_assets.mapping.values import epoch_sql
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
 from retl_assets.state.engine import quote
@@ -41,15 +42,6 @@ FAILURES = {  # failedUpdates keys -> what they mean
     "forgottenEmails": "user was GDPR-forgotten", "forgottenUserIds": "user was GDPR-forgotten",
     "notFoundEmails": "user not found", "notFoundUserIds": "user not found",
 }
-# Unix seconds from a timestamp, date, ISO text or number column, whatever its type.
-_TEXT = "CAST({c} AS VARCHAR)"
-UNIX_SECONDS = (
-    "CAST(COALESCE(TRY_CAST({t} AS DOUBLE), epoch(TRY_CAST(CASE WHEN regexp_matches({t}, "
-    "':\\d\\d(\\.\\d+)?\\s*(Z|[+-]\\d\\d(:?\\d\\d)?)$') THEN {t} ELSE {t} || '+00' END "
-    "AS TIMESTAMPTZ))) AS BIGINT)"
-)
-
-
 class IterableConfig(DestinationBase):
     api_key: Secret
     region: Choice["us", "eu"] = "us"
@@ -141,8 +133,7 @@ class IterableWriter:
             tree.setdefault(("id",), Raw(MSGID))
             created = tree.get(("createdAt",))
             if isinstance(created, Column):
-                text = _TEXT.format(c=quote(created.name))
-                tree[("createdAt",)] = Raw(UNIX_SECONDS.format(t=text))
+                tree[("createdAt",)] = Raw(epoch_sql(quote(created.name), "s"))
         return tree
 
     def needs_dest_id(self, operation: str) -> bool:
