@@ -30,21 +30,46 @@ class Case:
     destination: str  # the YAML of the destination entry, with {url}
     sync: str  # the YAML of the sync entry
     limit: str  # `retl emulate --rate-limit` as the vendor publishes it
-    ceiling: float  # records/s the vendor allows at that limit
-    unlimited: tuple[str, str] = ("", "")  # how the destination entry drops its own limit
+    ceiling: float  # records/s the vendor allows at that limit (0: not a time limit)
+    emulator_key: str = "bench-key"
 
 
+SYNC = "{{model: people, destination: dest, {}}}"
 CASES = {
     "customerio": Case(
         "{type: customerio, write_key: {env: BENCH_KEY}, base_url: '{url}'}",
-        "{model: people, destination: dest, action: identify}",
-        "3000/3", 3000 / 3 * 2500),
+        SYNC.format("action: identify"), "3000/3", 3000 / 3 * 2500),
     "hubspot": Case(
         "{type: hubspot, access_token: {env: BENCH_KEY}, base_url: '{url}', "
         "requests_per_10s: 190}",
-        "{model: people, destination: dest, object: contacts, action: upsert, "
-        "match: {email: email}, mapping: {firstname: first_name, plan: plan}}",
-        "190/10", 190 / 10 * 100, ("requests_per_10s: 190", "requests_per_10s: 1000")),
+        SYNC.format("object: contacts, action: upsert, match: {email: email}, "
+                    "mapping: {firstname: first_name, plan: plan}"),
+        "190/10", 190 / 10 * 100),
+    "braze": Case(
+        "{type: braze, api_key: {env: BENCH_KEY}, base_url: '{url}'}",
+        SYNC.format("action: upsert, match: {external_id: userId}, "
+                    "mapping: {email: email, first_name: first_name}"),
+        "3000/3", 3000 / 3 * 75),
+    "iterable": Case(
+        "{type: iterable, api_key: {env: BENCH_KEY}, base_url: '{url}'}",
+        SYNC.format("action: upsert, match: {email: email}, "
+                    "mapping: {firstName: first_name, plan: plan}"),
+        "5/1", 5 * 1000),
+    "mixpanel": Case(
+        "{type: mixpanel, project_token: {env: BENCH_KEY}, base_url: '{url}'}",
+        SYNC.format("action: track, match: {distinct_id: userId}, "
+                    "mapping: {event: {value: Signed Up}, time: updated_at, plan: plan}"),
+        "1800000/60", 30_000),
+    "clevertap": Case(
+        "{type: clevertap, account_id: BENCH, passcode: {env: BENCH_KEY}, base_url: '{url}'}",
+        SYNC.format("action: profile, match: {identity: userId}, "
+                    "mapping: {Email: email, Name: first_name}"),
+        "15/1", 0, emulator_key="BENCH:bench-key"),
+    "salesforce": Case(
+        "{type: salesforce, access_token: {env: BENCH_KEY}, instance_url: '{url}'}",
+        SYNC.format("object: Contact, action: upsert, match: {External_Id__c: userId}, "
+                    "mapping: {Email: email, LastName: first_name}"),
+        "100000/86400", 0),
 }
 
 
@@ -71,15 +96,15 @@ def run_case(name: str, case: Case, rows: int, limited: bool) -> tuple[float, fl
     env = environment(root)
     env["BENCH_KEY"] = "bench-key"
     emulate = [sys.executable, "-m", "retl_assets.cli", "emulate", name, "--port", str(port),
-               "--token", "bench-key"]
+               "--token", case.emulator_key]
     # Emulators default to the vendor's published limit; "off" is a limit nobody reaches.
     emulate += ["--rate-limit", case.limit if limited else "1000000/1"]
     emulator = subprocess.Popen(emulate, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     try:
         entry = case.destination.replace("{url}", f"http://127.0.0.1:{port}")
-        if not limited and case.unlimited[0]:
-            entry = entry.replace(*case.unlimited)
+        if not limited:
+            entry = entry[:-1] + ", rate_limit: 'off'}"
         (root / "retl.yaml").write_text(f"""
 sources: {{warehouse: {{type: duckdb, path: warehouse.duckdb}}}}
 destinations:
@@ -109,16 +134,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("names", nargs="*", default=list(CASES))
     args = parser.parse_args()
-    print(f"{'destination':12} {'limit':>8} {'records/s':>10} {'ceiling':>10} {'of ceiling':>10} "
+    print(f"{'destination':12} {'limit':>12} {'records/s':>10} {'ceiling':>10} {'of ceiling':>10} "
           f"{'no limit':>10} {'peak MiB':>9}")
     for name in args.names:
         case = CASES[name]
         limited, mem1, ok1 = run_case(name, case, args.rows, limited=True)
         free, mem2, ok2 = run_case(name, case, args.rows, limited=False)
-        share = min(limited, case.ceiling) / case.ceiling if case.ceiling else 0
         assert ok1 == ok2 == args.rows, (ok1, ok2)
-        print(f"{name:12} {case.limit:>8} {limited:10,.0f} {case.ceiling:10,.0f} "
-              f"{share:10.0%} {free:10,.0f} {max(mem1, mem2):9.0f}")
+        ceiling = f"{case.ceiling:10,.0f}" if case.ceiling else f"{'n/a':>10}"
+        share = f"{min(limited, case.ceiling) / case.ceiling:10.0%}" if case.ceiling else \
+            f"{'-':>10}"
+        print(f"{name:12} {case.limit:>12} {limited:10,.0f} {ceiling} {share} {free:10,.0f} "
+              f"{max(mem1, mem2):9.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from functools import partial
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from retl_assets.destinations import Destination, Outcome, Record, Report, Writer, deliver
 from retl_assets.destinations.delivery import merge
@@ -67,6 +67,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         state.epoch += 1
         store.write_sync_state(name, state)  # fixed before sending: retries reuse it
     writer = destination.writer(name, config)
+    _apply_rate_override(writer, project.config.destinations[config.destination])
     operations = writer.operations()
     con = connect(store.root / "tmp")
     work = None
@@ -130,6 +131,15 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         remove(work)
         result.seconds = time.monotonic() - started
     return result
+
+
+def _apply_rate_override(writer: Writer, dest_config) -> None:
+    """The project's `rate_limit` replaces the vendor's published one (or lifts it)."""
+    override = dest_config.rate_override()
+    if override is None:
+        return
+    limit = None if override == "off" else override
+    writer.capabilities = replace(writer.capabilities, rate_limit=limit, operation_limits={})
 
 
 def _changes(operations: dict[str, str], operation: str) -> list[str]:

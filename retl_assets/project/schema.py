@@ -67,6 +67,29 @@ class DestinationBase(Strict):
     batch_size: int | None = Field(None, ge=1, description="records per request (at most the vendor's)")
     max_retries: int = Field(6, ge=0, le=20)
     timeout_s: float = Field(30.0, gt=0)
+    rate_limit: str | None = Field(
+        None, description='"N/SECONDS" replaces the vendor\'s published limit (your plan\'s own), '
+                          '"off" lifts it (local emulators, private endpoints)')
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None or value == "off":
+            return value
+        n, _, seconds = value.partition("/")
+        try:
+            if int(n) > 0 and float(seconds or 1) > 0:
+                return value
+        except ValueError:
+            pass
+        raise ValueError(f'rate_limit {value!r}: use "N/SECONDS" (e.g. "100/10") or "off"')
+
+    def rate_override(self) -> tuple[int, float] | None | str:
+        """None: keep the vendor's; "off": no limit; else (requests, seconds)."""
+        if self.rate_limit in (None, "off"):
+            return self.rate_limit
+        n, _, seconds = self.rate_limit.partition("/")
+        return int(n), float(seconds or 1)
 
 
 # ------------------------------------------------------------------ models
