@@ -115,6 +115,10 @@ def _describe(error: ValidationError) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (is it a typo?)"
+        if loc == "destinations" and err["type"] == "value_error":
+            # Each destination's own config already names the entry and field.
+            lines += [f"{loc}.{part}" for part in msg.split("; ")]
+            continue
         lines.append(f"{loc}: {msg}")
     return "; ".join(dict.fromkeys(lines))
 
