@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from retl_assets.destinations.base import (
     Answer,
     Capabilities,
@@ -11,7 +13,9 @@ from retl_assets.destinations.base import (
 )
 from retl_assets.destinations.delivery import Outcome, Report, deliver
 from retl_assets.destinations.registry import module
-from retl_assets.project import Project
+
+if TYPE_CHECKING:
+    from retl_assets.project import Project
 
 
 def open_destination(project: Project, name: str) -> Destination:
