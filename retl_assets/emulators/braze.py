@@ -76,6 +76,8 @@ class BrazeEmulator(BaseEmulator):
 
     def _clear(self) -> None:
         self._users: dict[str, dict[str, Any]] = {}  # braze_id -> profile
+        # external_id never changes once set: an index keeps 20k-user syncs linear.
+        self._by_external: dict[Any, dict[str, Any]] = {}
         self._next = 1
         self._tick = 0  # orders updates: "most recently updated" without clock ties
         for window in self._windows.values():
@@ -192,6 +194,8 @@ class BrazeEmulator(BaseEmulator):
             if kind == "email":
                 user["attributes"]["email"] = value
             self._users[user["braze_id"]] = user
+            if kind == "external_id":
+                self._by_external[value] = user
             self.stats["created"] += 1
         elif array == "attributes":
             self.stats["updated"] += 1
@@ -215,6 +219,10 @@ class BrazeEmulator(BaseEmulator):
             user["purchases"].append(copy.deepcopy(item))
 
     def _find(self, kind: str, value: Any) -> dict[str, Any] | None:
+        if kind == "external_id":
+            return self._by_external.get(value)
+        if kind == "braze_id":
+            return self._users.get(value)
         if kind == "user_alias":
             value = _alias(value)
         matches = [u for u in self._users.values() if u[kind] == value]
@@ -251,6 +259,7 @@ class BrazeEmulator(BaseEmulator):
             for entry in ids:
                 for user in self._delete_targets(kind, entry):
                     del self._users[user["braze_id"]]
+                    self._by_external.pop(user["external_id"], None)
                     deleted += 1
             self.stats["deleted"] += deleted
         return Reply(201, {"deleted": deleted, "message": "success"})

@@ -32,6 +32,9 @@ class IterableStore:
 
     def clear(self) -> None:
         self.users: list[dict[str, Any]] = []  # {email, userId, dataFields}
+        # Lookups by identity stay O(1) as the project grows (a list scan made 20k users
+        # quadratic and the emulator, not the vendor's limit, the bottleneck).
+        self._index: dict[str, dict[str, list[dict[str, Any]]]] = {"email": {}, "userId": {}}
         self.events: dict[str, dict[str, Any]] = {}  # by event id
         self.field_types: dict[str, str] = {}  # project-wide user field -> JSON type
         self.forgotten: set[str] = set()  # emails and userIds forgotten (GDPR)
@@ -40,7 +43,8 @@ class IterableStore:
 
     def find(self, kind: str, value: str) -> dict[str, Any] | None:
         value = value.lower() if kind == "email" else value
-        return next((u for u in self.users if u[kind] == value), None)
+        found = self._index[kind].get(value)
+        return found[0] if found else None
 
     # -- users --------------------------------------------------------------------------------
 
@@ -71,6 +75,7 @@ class IterableStore:
             user = {"email": None, "userId": None, "dataFields": {}}
             user[kind] = value.lower() if kind == "email" else value
             self.users.append(user)
+            self._index[kind].setdefault(user[kind], []).append(user)
             self.counts["created"] += 1
         else:
             self.counts["updated"] += 1
@@ -91,6 +96,8 @@ class IterableStore:
         """Delete by email, or every user sharing a userId; how many went."""
         value = value.lower() if kind == "email" else value
         before = len(self.users)
+        if not self._index[kind].pop(value, None):
+            return 0
         self.users = [u for u in self.users if u[kind] != value]
         self.counts["deleted"] += before - len(self.users)
         return before - len(self.users)
