@@ -143,3 +143,20 @@ def test_rate_limiter_holds_a_slot_until_the_answer_is_in():
     # The vendor may have seen the first request arrive as late as its answer: the third
     # starts only a whole window after that answer.
     assert blocked and waited >= 0.1 - 1e-3
+
+
+def test_a_refused_key_never_hangs_whatever_the_number_of_batches():
+    import pytest
+
+    from retl_assets.errors import AuthError
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)  # the 401s come back after every batch is queued
+        return httpx.Response(401)
+
+    for batches in (1, 3, 5, 6, 7, 12):
+        caps = Capabilities(records_per_request=1, bytes_per_request=1000, bytes_per_record=100,
+                            max_concurrency=2)
+        with pytest.raises(AuthError):
+            deliver(FakeWriter(caps), records(batches), lambda o: None,
+                    transport=httpx.MockTransport(handler))

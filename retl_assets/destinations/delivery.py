@@ -185,20 +185,24 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                 on_outcomes(outcomes)
 
         workers = [asyncio.create_task(worker()) for _ in range(caps.max_concurrency)]
+
+        async def put(item: list[Record] | None) -> None:
+            # put() waits while workers are behind, so memory stays flat; a worker that
+            # failed (a 401, a dead endpoint) must stop us here rather than leave us blocked.
+            task = asyncio.create_task(queue.put(item))
+            await asyncio.wait([task, *workers], return_when=asyncio.FIRST_COMPLETED)
+            for w in workers:
+                if w.done() and not w.cancelled() and w.exception():
+                    task.cancel()
+                    raise w.exception()  # type: ignore[misc]
+            await task
+
         try:
             for batch in cut(records, caps):
                 report.sent += len(batch)
-                # put() waits when workers are behind, so memory stays flat; a failed
-                # worker must still stop us here rather than leave us blocked.
-                put = asyncio.create_task(queue.put(batch))
-                done, _ = await asyncio.wait([put, *workers], return_when=asyncio.FIRST_COMPLETED)
-                if put not in done:
-                    put.cancel()
-                for w in workers:
-                    if w.done() and w.exception():
-                        raise w.exception()  # type: ignore[misc]
+                await put(batch)
             for _ in workers:
-                await queue.put(None)
+                await put(None)
             await asyncio.gather(*workers)
         finally:
             for w in workers:

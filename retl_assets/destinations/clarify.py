@@ -1,0 +1,223 @@
+"""Clarify CRM: people upserted by email address, companies by domain, through its JSON:API
+record endpoints in one workspace.
+
+    POST {base}/v1/workspaces/{slug}/objects/{person|company}/records/bulk
+         {"data": [{"type", "attributes": {"email_addresses": {"items": [...]}, ...}}]}
+    DELETE {base}/v1/workspaces/{slug}/objects/{object}/records/{id}
+    Authorization: api-key <KEY>
+
+Upsert matches a person on any one of its `email_addresses`, a company on any one of its
+`domains` (docs/vendor-contracts.md section 7). Clarify publishes no batch size, rate limit,
+error body or per-record bulk result: the defaults here (50 records a request, 10 requests
+a second, 4 at a time) are our conservative choice, each configurable. We read a bulk
+answer as JSON:API `{"data": [{"id", "type", "attributes"}]}` and take a 4xx as a refusal
+of the whole request, which the engine halves to find the bad record: that is correct
+whether Clarify applies a bulk all-or-nothing or not, since an upsert can be sent again.
+
+There is no bulk delete ("no way to bulk delete records today"): a delete is one request
+per record, by the Clarify id retl kept from the upsert. A project's `rate_limit: "N/S"`
+replaces our 10 a second once Clarify tells you yours.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from pydantic import Field, field_validator
+
+from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.retry import parse_retry_after
+from retl_assets.errors import ProjectError
+from retl_assets.mapping import Literal, Raw, Rules, Tree
+from retl_assets.project.load import resolve_secret
+from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.state.engine import quote
+from retl_assets.state.store import DEST_ID
+
+BASE_URL = "https://api.clarify.ai"
+ACTIONS = {"clarify": ("upsert", MIRROR)}
+# The unique (upsert) attribute of each object, a collection sent as {"items": [...]}.
+MATCH = {"person": "email_addresses", "company": "domains"}
+DEFAULT_COLUMN = {"person": "email", "company": "domain"}
+ALIASES = {"people": "person", "persons": "person", "companies": "company"}
+DEFAULT_BATCH = 50  # unpublished: our conservative choice
+MAX_BATCH = 1000  # the most a Clarify page returns; nothing larger is sensible
+REQUEST_BYTES = 1024 * 1024  # unpublished: our conservative choice
+DEFAULT_RATE = (10, 1.0)  # unpublished: our conservative choice
+
+
+class ClarifyConfig(DestinationBase):
+    api_key: Secret
+    workspace: str = Field(description="the workspace slug, as in app.clarify.ai/<slug>")
+
+    @field_validator("workspace")
+    @classmethod
+    def _slug(cls, slug: str) -> str:
+        if not slug or "/" in slug or slug.strip() != slug:
+            raise ValueError("give the workspace slug alone, e.g. acme")
+        return slug
+
+
+CONFIGS = {"clarify": ClarifyConfig}
+
+
+class ClarifyDestination:
+    def __init__(self, name: str, api_key: str, workspace: str, base_url: str | None = None,
+                 max_concurrency: int | None = None, batch_size: int | None = None):
+        self.name = name
+        self.root = f"{(base_url or BASE_URL).rstrip('/')}/v1/workspaces/{workspace}"
+        self._headers = {"Authorization": f"api-key {api_key}",
+                         "Content-Type": "application/json"}
+        self.capabilities = Capabilities(
+            records_per_request=min(batch_size or DEFAULT_BATCH, MAX_BATCH),
+            operation_batch={"delete": 1},  # no bulk delete
+            bytes_per_request=REQUEST_BYTES,
+            bytes_per_record=REQUEST_BYTES,
+            max_concurrency=max_concurrency or 4,
+            rate_limit=DEFAULT_RATE,
+            default_retry_after_s=1.0,
+            partial_failure="whole_batch",
+        )
+
+    def __repr__(self) -> str:
+        return f"ClarifyDestination({self.name!r}, {self.root!r})"
+
+    def writer(self, sync_name: str, sync: SyncConfig) -> ClarifyWriter:
+        return ClarifyWriter(self, sync_name, sync)
+
+    def check_request(self, client: httpx.Client) -> httpx.Request:
+        return client.build_request("GET", f"{self.root}/schemas", headers=self._headers)
+
+    def build(self, client: httpx.AsyncClient, method: str, path: str,
+              body: bytes | None = None) -> httpx.Request:
+        return client.build_request(method, f"{self.root}{path}", content=body,
+                                    headers=self._headers)
+
+
+class ClarifyWriter:
+    def __init__(self, dest: ClarifyDestination, sync_name: str, sync: SyncConfig):
+        self.destination = dest.name
+        self.capabilities = dest.capabilities
+        self._dest = dest
+        self._sync = sync
+        where = f"syncs.{sync_name}"
+        self.object = ALIASES.get(sync.object or "person", sync.object or "person")
+        if self.object not in MATCH:
+            raise ProjectError(f"{where}.object: Clarify syncs upsert person or company, "
+                               f"not {sync.object!r}")
+        self.match_field = MATCH[self.object]
+        match = sync.match or {self.match_field: DEFAULT_COLUMN[self.object]}
+        if list(match) != [self.match_field]:
+            raise ProjectError(f"{where}.match: Clarify upserts a {self.object} by "
+                               f"{self.match_field}; give {{{self.match_field}: <column>}}")
+        self.match_column = match[self.match_field]
+
+    def operations(self) -> dict[str, str]:
+        if self._sync.action == MIRROR:
+            return {"added": "upsert", "updated": "upsert", "deleted": "delete"}
+        return {change: "upsert" for change in self._sync.selects if change != "deleted"}
+
+    def rules(self, operation: str) -> Rules:
+        return Rules(top_level=frozenset({"attributes", "relationships"}),
+                     container="attributes")
+
+    def payload(self, operation: str, mapped: Tree) -> Tree:
+        if operation == "delete":
+            return {("id",): Raw(DEST_ID)}
+        # JSON:API keeps only type/id/attributes/relationships at the top: a dotted field
+        # such as name.first_name belongs in attributes.
+        tree: Tree = {("type",): Literal(self.object)}
+        for path, expr in mapped.items():
+            if path[0] not in ("attributes", "relationships"):
+                path = ("attributes", *path)
+            tree[path] = expr
+        column = quote(self.match_column)
+        tree[("attributes", self.match_field)] = Raw(
+            f"json_object('items', json_array(CAST({column} AS VARCHAR)))")
+        return tree
+
+    def needs_dest_id(self, operation: str) -> bool:
+        return operation == "delete"
+
+    def invalid_sql(self, operation: str, payload: str) -> str:
+        if operation == "delete":
+            return "NULL"
+        value = f"json_extract_string({payload}, '$.attributes.{self.match_field}.items[0]')"
+        return (f"CASE WHEN coalesce(trim({value}), '') = '' THEN 'no value for the match "
+                f"field {self.match_field} (column {self.match_column})' ELSE NULL END")
+
+    def request(self, client: httpx.AsyncClient, operation: str,
+                records: list[Record]) -> httpx.Request:
+        path = f"/objects/{self.object}/records"
+        if operation == "upsert":
+            body = ('{"data":[' + ",".join(r.payload for r in records) + "]}").encode()
+            return self._dest.build(client, "POST", f"{path}/bulk", body)
+        [record] = records  # operation_batch: one delete a request
+        return self._dest.build(client, "DELETE", f"{path}/{record.dest_id}")
+
+    def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
+        status = response.status_code
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if operation == "delete":
+            if status == 404:
+                return Answer("ok")  # already gone: what a delete wants
+            return status_answer(response, retry_after) or Answer("ok")
+        if status == 404:
+            # Every record would be refused alike: a wrong workspace or object stops the run.
+            return Answer("auth", error=f"HTTP 404 {_errors(response)} (check the "
+                                        f"destination's workspace and the sync's object)")
+        failed = status_answer(response, retry_after)
+        if failed:
+            if failed.kind == "refused":
+                failed.error = f"HTTP {status}: {_errors(response)}"
+            return failed
+        return self._ids(response, records)
+
+    def _ids(self, response: httpx.Response, records: list[Record]) -> Answer:
+        """Clarify's id of each record, matched by the unique value (order is not promised)."""
+        try:
+            data = response.json().get("data")
+        except (ValueError, AttributeError):
+            data = None
+        answer = Answer("ok")
+        if not isinstance(data, list):
+            return answer
+        position = {}
+        for i, r in enumerate(records):
+            items = json.loads(r.payload)["attributes"][self.match_field]["items"]
+            position[str(items[0]).lower()] = i
+        for resource in data:
+            if not isinstance(resource, dict) or resource.get("id") is None:
+                continue
+            values = ((resource.get("attributes") or {}).get(self.match_field) or {})
+            for value in values.get("items", []) if isinstance(values, dict) else []:
+                i = position.get(str(value).lower())
+                if i is not None and i not in answer.ids:
+                    answer.ids[i] = str(resource["id"])
+        return answer
+
+
+def _errors(response: httpx.Response) -> str:
+    """JSON:API errors as one line: "title: detail (at pointer)"."""
+    try:
+        errors = response.json().get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if not isinstance(errors, list) or not errors:
+        return response.text[:300]
+    parts = []
+    for e in errors[:5]:
+        if not isinstance(e, dict):
+            continue
+        text = ": ".join(str(e[k]) for k in ("title", "detail") if e.get(k))
+        pointer = (e.get("source") or {}).get("pointer") if isinstance(e.get("source"), dict) \
+            else None
+        parts.append(f"{text} (at {pointer})" if pointer else text)
+    return "; ".join(parts)[:500]
+
+
+def connect(name: str, config: ClarifyConfig) -> ClarifyDestination:
+    key = resolve_secret(config.api_key, f"destinations.{name}.api_key")
+    return ClarifyDestination(name, key or "", config.workspace, config.base_url,
+                              config.max_concurrency, config.batch_size)

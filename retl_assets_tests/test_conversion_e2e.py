@@ -1,0 +1,187 @@
+"""Conversion as a user sets it up: contacts mirrored by userId and email, their events,
+and a custom object related to each contact."""
+
+from __future__ import annotations
+
+import duckdb
+import httpx
+import pytest
+
+from retl_assets.destinations import open_destination
+from retl_assets.emulators import EmulatorServer
+from retl_assets.emulators.conversion import ConversionEmulator, build_conversion_app
+
+KEY = "sk_live_e2e_secret"
+
+PROJECT = """
+sources:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+destinations:
+  cnv:
+    type: conversion
+    api_key: {{env: CONVERSION_API_KEY}}
+    base_url: {url}   # optional; default is https://pub-api.conversion.ai/api
+    # rate_limit: "10/1"               # the default: v1's published 10 a second
+models:
+  contacts:
+    source: warehouse
+    primary_key: userId
+    sql: |
+      SELECT id AS "userId", email, first_name, plan, updated_at FROM contacts
+  events:
+    source: warehouse
+    primary_key: id
+    sql: SELECT id, contact_id, name, occurred_at FROM events
+  subscriptions:
+    source: warehouse
+    primary_key: id
+    sql: |
+      SELECT 'sub-' || id AS id, id AS user_id, plan, 'owner' AS role
+      FROM contacts WHERE plan <> 'free'
+syncs:
+  contacts_to_cnv:
+    model: contacts
+    destination: cnv
+    action: mirror                     # upsert added and updated, delete deleted (by email)
+    match: {{userId: userId, email: email}}   # userId is matched first; email creates
+    mapping:
+      first_name: first_name           # -> fields.first_name
+      plan: plan
+  events_to_cnv:
+    model: events
+    destination: cnv
+    action: event
+    records: added
+    match: {{userId: contact_id}}
+    mapping:
+      event_name: name
+      timestamp: occurred_at
+      eventId: id                      # a repeated eventId updates the event in place
+  subscriptions_to_cnv:
+    model: subscriptions
+    destination: cnv
+    action: object
+    object: subscription               # the custom object type
+    match: {{id: id, userId: user_id}}   # the object's id; the contact it relates to
+    mapping:
+      plan: plan
+      relationshipFields.role: role
+"""
+
+
+@pytest.fixture
+def conversion(workspace, monkeypatch):
+    monkeypatch.setenv("CONVERSION_API_KEY", KEY)
+    emu = ConversionEmulator({KEY}, rate_limit=(10, 1.0))
+    with EmulatorServer(build_conversion_app(emu)).start() as server:
+        workspace.write(PROJECT.format(url=server.url))
+        yield emu
+
+
+def cnv_contacts(emu) -> dict[str, dict]:
+    return {c["userId"]: {"email": email, **c["fields"]} for email, c in emu.contacts().items()}
+
+
+def model_contacts(ws) -> dict[str, dict]:
+    return {uid: {"email": email, "first_name": first, "plan": plan}
+            for uid, email, first, plan in ws.sql(
+                "SELECT id, email, first_name, plan FROM contacts")}
+
+
+def test_mirror_creates_updates_and_deletes_exactly_the_changes(workspace, conversion):
+    with httpx.Client() as client:  # retl test-connection's call
+        check = open_destination(workspace.project, "cnv").check_request(client)
+        assert client.send(check).status_code == 200
+    first = workspace.sync()
+    assert first.status == "success", first.errors
+    assert first.syncs["contacts_to_cnv"]["succeeded"] == 300
+    assert cnv_contacts(conversion) == model_contacts(workspace)
+    ids_before = {c["userId"]: c["cnvContactId"] for c in conversion.contacts().values()}
+
+    workspace.sql("""
+        INSERT INTO contacts VALUES ('n1', 'new.person@example.com', 'Nia', 'pro', 1, now());
+        UPDATE contacts SET plan = 'enterprise', email = 'moved10@example.com'
+            WHERE id = 'u000010';
+        DELETE FROM contacts WHERE id IN ('u000020', 'u000021', 'u000022');
+    """)
+    before = conversion.state()["stats"]
+    second = workspace.sync()
+    s = second.syncs["contacts_to_cnv"]
+    assert second.status == "success", second.errors
+    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (5, 5, 0, 0)
+    assert cnv_contacts(conversion) == model_contacts(workspace)
+    after = conversion.state()["stats"]
+    assert (after["created"] - before["created"], after["updated"] - before["updated"],
+            after["deleted"] - before["deleted"]) == (1, 1, 3)
+    # The new email landed on the same contact, found by userId.
+    ids_after = {c["userId"]: c["cnvContactId"] for c in conversion.contacts().values()}
+    assert ids_after["u000010"] == ids_before["u000010"]
+
+
+def test_events_and_custom_objects_attach_to_the_synced_contacts(workspace, conversion):
+    assert workspace.sync().status == "success"
+    events = workspace.sync("events")
+    assert events.status == "success", events.errors
+    assert events.syncs["events_to_cnv"]["succeeded"] == 50
+    by_cnv = {c["cnvContactId"]: c["userId"] for c in conversion.contacts().values()}
+    got = {e["eventId"]: (by_cnv[e["cnvContactId"]], e["event_name"])
+           for e in conversion.events().values()}
+    assert got == {str(i): (c, n) for i, c, n in workspace.sql(
+        "SELECT id, contact_id, name FROM events")}
+
+    subs = workspace.sync("subscriptions")
+    assert subs.status == "success", subs.errors
+    objects = conversion.objects("subscription")
+    expected = {f"sub-{uid}": plan for uid, plan in workspace.sql(
+        "SELECT id, plan FROM contacts WHERE plan <> 'free'")}
+    assert {i: o["fields"]["plan"] for i, o in objects.items()} == expected
+    ids = {c["userId"]: c["cnvContactId"] for c in conversion.contacts().values()}
+    assert all(o["relationships"] == {ids[i.removeprefix("sub-")]: {"role": "owner"}}
+               for i, o in objects.items())
+
+
+def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, conversion):
+    workspace.sql("UPDATE contacts SET email = 'not-an-email' WHERE id IN ('u000005', 'u000050')")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_cnv"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
+    assert len(conversion.contacts()) == 298
+    store = workspace.store
+    ledger = store.ledger_path("contacts_to_cnv", store.sync_state("contacts_to_cnv"))
+    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
+                .fetchall())
+    assert owed == {k: "rejected: invalid_email: 'not-an-email' is not a valid email address"
+                    for k in ("u000005", "u000050")}
+
+    workspace.sql("UPDATE contacts SET email = 'fixed' || id || '@example.com' "
+                  "WHERE id IN ('u000005', 'u000050')")
+    fixed = workspace.sync()
+    assert fixed.syncs["contacts_to_cnv"]["owed"] == 0
+    assert cnv_contacts(conversion) == model_contacts(workspace)
+
+
+def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, conversion):
+    # 20,000 contacts are 20 requests of 1,000 at 10 a second: two windows' worth.
+    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
+                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_cnv"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["owed"]) == (20000, 0)
+    stats = conversion.state()["stats"]
+    assert stats["max_requests_in_window"] <= 10, stats
+    assert stats["status"] == {"200": 20}, stats
+    assert len(conversion.contacts()) == 20000
+
+
+def test_a_wrong_key_stops_at_once_and_commits_nothing(workspace, conversion, monkeypatch):
+    monkeypatch.setenv("CONVERSION_API_KEY", "sk_live_wrong")
+    run = workspace.sync()
+    assert run.status == "failure"
+    assert any("'cnv' refused the credentials" in e for e in run.errors), run.errors
+    assert "sk_live_wrong" not in " ".join(run.errors)
+    assert conversion.contacts() == {}
+    assert workspace.store.sync_state("contacts_to_cnv").cursor is None
