@@ -109,6 +109,20 @@ class Workspace:
     def sync(self, model: str = "contacts", **kw) -> RunSummary:
         return sync_model(self.project, model, instance=self.instance, **kw)
 
+    def add_bulk_contacts(self, n: int = 19_700) -> None:
+        """More contacts (300 + 19,700 = the 20k-row first sync of the rate-limit tests)."""
+        self.sql(f"""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
+                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range({n}) t(i)""")
+
+    def owed(self, sync: str, key: str = "userId") -> dict[str, str]:
+        """The rows a sync still owes, by primary key, with the reason kept in its ledger."""
+        store = self.store
+        ledger = store.ledger_path(sync, store.sync_state(sync))
+        if ledger is None:
+            return {}
+        return dict(duckdb.sql(f"SELECT \"{key}\", __retl_error FROM read_parquet('{ledger}')")
+                    .fetchall())
+
     def model_rows(self) -> dict[str, dict]:
         rows = self.sql("SELECT id, email, first_name, plan, "
                         "strftime(updated_at, '%Y-%m-%dT%H:%M:%S.%gZ') FROM contacts")

@@ -3,7 +3,6 @@ events table tracked as custom events."""
 
 from __future__ import annotations
 
-import duckdb
 import pytest
 
 from retl_assets.emulators import EmulatorServer
@@ -116,10 +115,7 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, b
     assert run.status == "success", run.errors
     assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
     assert len(braze.records()) == 298
-    store = workspace.store
-    ledger = store.ledger_path("contacts_to_braze", store.sync_state("contacts_to_braze"))
-    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
-                .fetchall())
+    owed = workspace.owed("contacts_to_braze")
     assert set(owed) == {"u000005", "u000050"}
     assert all("rejected" in e and "email" in e for e in owed.values()), owed
     workspace.sql("UPDATE contacts SET email = 'fixed' || id || '@example.com' "
@@ -139,8 +135,7 @@ def test_a_wrong_key_stops_at_once_and_commits_nothing(workspace, braze, monkeyp
 
 
 def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, braze):
-    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
-                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    workspace.add_bulk_contacts()
     run = workspace.sync()
     s = run.syncs["contacts_to_braze"]
     assert run.status == "success", run.errors

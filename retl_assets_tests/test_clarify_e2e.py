@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
 import httpx
 import pytest
 
@@ -139,10 +138,7 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, s
     assert run.status == "success", run.errors
     assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
     assert len(clarify.records("person")) == 298
-    store = workspace.store
-    ledger = store.ledger_path("people", store.sync_state("people"))
-    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
-                .fetchall())
+    owed = workspace.owed("people")
     assert set(owed) == {"u000005", "u000050"}
     assert all(e.startswith("rejected: HTTP 422: Invalid attribute: 'not-an-email' is not a "
                             "valid email address") for e in owed.values()), owed
@@ -159,8 +155,7 @@ def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, serve):
     # 400 requests; the same 10 over a quarter-second window, set alike on both sides
     # (`rate_limit: "10/0.25"`), takes about 12 s and tests the same thing.
     clarify = serve(rate=(10, 0.25))
-    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
-                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    workspace.add_bulk_contacts()
     run = workspace.sync()
     s = run.syncs["people"]
     assert run.status == "success", run.errors

@@ -3,7 +3,6 @@ and a custom object related to each contact."""
 
 from __future__ import annotations
 
-import duckdb
 import httpx
 import pytest
 
@@ -149,10 +148,7 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, c
     assert run.status == "success", run.errors
     assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
     assert len(conversion.contacts()) == 298
-    store = workspace.store
-    ledger = store.ledger_path("contacts_to_cnv", store.sync_state("contacts_to_cnv"))
-    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
-                .fetchall())
+    owed = workspace.owed("contacts_to_cnv")
     assert owed == {k: "rejected: invalid_email: 'not-an-email' is not a valid email address"
                     for k in ("u000005", "u000050")}
 
@@ -165,8 +161,7 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, c
 
 def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, conversion):
     # 20,000 contacts are 20 requests of 1,000 at 10 a second: two windows' worth.
-    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
-                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    workspace.add_bulk_contacts()
     run = workspace.sync()
     s = run.syncs["contacts_to_cnv"]
     assert run.status == "success", run.errors

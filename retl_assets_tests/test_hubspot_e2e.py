@@ -91,11 +91,7 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, h
     assert run.status == "success", run.errors
     assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
     assert len(hubspot.records("contacts")) == 298
-    store = workspace.store
-    ledger = store.ledger_path("contacts_to_crm", store.sync_state("contacts_to_crm"))
-    import duckdb
-    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
-                .fetchall())
+    owed = workspace.owed("contacts_to_crm")
     assert set(owed) == {"u000005", "u000050"}
     assert all("rejected" in e and "INVALID_EMAIL" in e for e in owed.values()), owed
     workspace.sql("UPDATE contacts SET email = 'fixed' || id || '@example.com' "
@@ -116,8 +112,7 @@ def test_a_wrong_token_stops_at_once_and_commits_nothing(workspace, hubspot, mon
 
 
 def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, hubspot):
-    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
-                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    workspace.add_bulk_contacts()
     run = workspace.sync()
     s = run.syncs["contacts_to_crm"]
     assert run.status == "success", run.errors

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC
 
-import duckdb
 import pytest
 
 from retl_assets.emulators import EmulatorServer
@@ -124,10 +123,7 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, i
     assert run.status == "success", run.errors
     assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2)
     assert len(iterable.records()) == 298
-    store = workspace.store
-    ledger = store.ledger_path("contacts_to_iterable", store.sync_state("contacts_to_iterable"))
-    owed = dict(duckdb.sql(f"SELECT \"userId\", __retl_error FROM read_parquet('{ledger}')")
-                .fetchall())
+    owed = workspace.owed("contacts_to_iterable")
     assert set(owed) == {"u000005", "u000050"}
     assert all("rejected" in e and "invalidEmails" in e for e in owed.values()), owed
     workspace.sql("UPDATE contacts SET email = 'fixed' || id || '@example.com' "
@@ -147,8 +143,7 @@ def test_a_wrong_key_stops_at_once_and_commits_nothing(workspace, iterable, monk
 
 
 def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, iterable):
-    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
-                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    workspace.add_bulk_contacts()
     run = workspace.sync()
     s = run.syncs["contacts_to_iterable"]
     assert run.status == "success", run.errors

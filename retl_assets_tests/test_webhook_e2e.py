@@ -132,8 +132,7 @@ def test_items_the_receiver_refuses_fail_alone_and_land_once_fixed(workspace, se
 def test_twenty_thousand_rows_stay_under_the_receivers_rate_limit(workspace, serve):
     # 20,000 rows in batches of 200 are 100 requests: 5 s at the 20 a second both sides use.
     hook = serve(batch_size=200)
-    workspace.sql("""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com',
-                     'B', 'free', 1, TIMESTAMP '2026-01-01' FROM range(19700) t(i)""")
+    workspace.add_bulk_contacts()
     run = workspace.sync()
     s = run.syncs["contacts_to_hook"]
     assert run.status == "success", run.errors
