@@ -62,7 +62,8 @@ def validate() -> tuple[list[str], list[str]]:
         except RetlError as e:
             problems.append(str(e))
             continue
-        checked.append(f"sync {name}: {sync.action} {sync.records} -> {sync.destination}")
+        checked.append(f"sync {name}: {sync.action} {' + '.join(sync.selects)} -> "
+                       f"{sync.destination}")
     return problems, checked
 
 
