@@ -65,7 +65,10 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         return result  # the model has never been committed: nothing to send yet
     if full_resync:
         state.epoch += 1
-        store.write_sync_state(name, state)  # fixed before sending: retries reuse it
+    if (full_resync or state.cursor is None) and state.pending_full is None:
+        state.pending_full = head.log_seq
+    if full_resync or state.cursor is None:
+        store.write_sync_state(name, state)  # fixed before sending: a resumed run reuses it
     writer = destination.writer(name, config)
     _apply_rate_override(writer, project.config.destinations[config.destination])
     operations = writer.operations()
@@ -88,18 +91,21 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         gone: set[str] = set()
 
 
+        def delivered(key: str, operation: str, dest_id: str | None) -> None:
+            """Keep what the vendor's answer means for the id map (now or from a checkpoint)."""
+            result.by_operation[operation] = result.by_operation.get(operation, 0) + 1
+            if dest_id:
+                new_ids[key] = dest_id
+            if writer.needs_dest_id(operation) and "deleted" in _changes(operations, operation):
+                gone.add(key)
+
         def on_outcomes(outcomes: list[Outcome]) -> None:
-            ok = [o.record.msgid for o in outcomes if o.status == "delivered"]
+            ok = [(o.record.msgid, o.dest_id) for o in outcomes if o.status == "delivered"]
             if ok:
                 ledger.checkpoint(store, name, ok)
             for o in outcomes:
                 if o.status == "delivered":
-                    op = o.record.operation
-                    result.by_operation[op] = result.by_operation.get(op, 0) + 1
-                    if o.dest_id:
-                        new_ids[o.record.key] = o.dest_id
-                    if writer.needs_dest_id(op) and "deleted" in _changes(operations, op):
-                        gone.add(o.record.key)
+                    delivered(o.record.key, o.record.operation, o.dest_id)
                     continue
                 failures[o.record.msgid] = f"{o.status}: {o.error}"
                 _note(result, o.record.key, o.status, o.error or "")
@@ -111,7 +117,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         for operation in sorted(payloads, key=lambda op: "deleted" in _changes(operations, op)):
             changes = _changes(operations, operation)
             records = _records(con, work, writer, operation, payloads[operation], changes,
-                               done, failures, result, config.on_invalid)
+                               done, failures, result, config.on_invalid, delivered)
             # A vendor with a bulk path (a job, not requests) takes large changesets there.
             bulk = getattr(writer, "bulk_threshold", None)
             size = sum(counts.get(c, 0) for c in changes)
@@ -147,8 +153,8 @@ def _changes(operations: dict[str, str], operation: str) -> list[str]:
 
 
 def _records(con, work, writer: Writer, operation: str, payload: str, changes: list[str],
-             done: set[str], failures: dict[str, str], result: SyncResult,
-             on_invalid: str) -> Iterator[Record]:
+             done: dict[str, str | None], failures: dict[str, str], result: SyncResult,
+             on_invalid: str, delivered) -> Iterator[Record]:
     wanted = ", ".join(f"'{c}'" for c in changes)
     cursor = con.execute(
         f"SELECT {MSGID}, {KEYTEXT}, p, {writer.invalid_sql(operation, 'p')}, {DEST_ID} "
@@ -159,7 +165,9 @@ def _records(con, work, writer: Writer, operation: str, payload: str, changes: l
     while chunk := cursor.fetchmany(RECORD_BATCH):
         for msgid, key, body, invalid, dest_id in chunk:
             if msgid in done:
+                # An interrupted run delivered it: not sent again, but its vendor id counts.
                 result.resumed += 1
+                delivered(key, operation, done[msgid])
                 continue
             if needs_id and not dest_id:
                 result.skipped += 1  # retl never wrote this record: a delete must not touch it

@@ -121,3 +121,43 @@ def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, hubspot):
     assert stats["max_requests_in_window"] <= 100
     assert stats["status"].get("429", 0) == 0
     assert len(hubspot.records("contacts")) == 20000
+
+
+def test_a_killed_run_keeps_the_ids_it_got_so_later_deletes_still_reach_hubspot(
+        workspace, hubspot):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = workspace.root / "retl.yaml"
+    path.write_text(path.read_text().replace(
+        "    base_url:", "    batch_size: 20\n    max_concurrency: 1\n    base_url:"))
+    hubspot.set_faults(latency_ms=150)
+    env = {**os.environ, "RETL_PROJECT": str(path), "DAGSTER_HOME": str(workspace.root /
+           "dagster_home"), "HUBSPOT_TOKEN": TOKEN, "RETL_LEASE_TTL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "retl_assets.cli", "sync", "contacts"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while hubspot.state()["stats"]["created"] < 60:
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # The first record HubSpot created: its batch was answered and checkpointed long before
+    # the kill (one request in flight at a time).
+    first = min(hubspot.records("contacts").items(), key=lambda item: int(item[0]))[1]
+    email = first["properties"]["email"]
+    hubspot.set_faults(latency_ms=0)
+    time.sleep(2.5)  # the killed run's lease expires
+    resumed = workspace.sync()
+    assert resumed.status == "success", resumed.errors
+    assert len(hubspot.records("contacts")) == 300
+    assert resumed.syncs["contacts_to_crm"]["sent"] < 300  # the checkpoint spared a resend
+    # Deleting a contact the killed run delivered must still archive it in HubSpot.
+    workspace.sql(f"DELETE FROM contacts WHERE email = '{email}'")
+    run = workspace.sync()
+    assert run.syncs["contacts_to_crm"]["skipped"] == 0
+    emails = {r["properties"]["email"] for r in hubspot.records("contacts").values()}
+    assert email not in emails and len(emails) == 299

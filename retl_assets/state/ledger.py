@@ -40,7 +40,8 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
                        for s in range((state.cursor or 0) + 1, head.log_seq + 1))
     if full and head.full:
         src = f"read_parquet({sql_path(mdir / head.full)})"
-        parts.append(f"SELECT 'added' AS {OP}, {head.log_seq}::BIGINT AS {SEQ}, * FROM {src}")
+        seq = state.pending_full if state.pending_full is not None else head.log_seq
+        parts.append(f"SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {src}")
         if ledger:
             # A full resync sends every current row; of the owed rows only deletes remain.
             match = " AND ".join(f"l.{quote(k)} = s.{quote(k)}" for k in keys)
@@ -96,25 +97,28 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
     return path, rows
 
 
-def delivered_before(store: StateStore, sync: str) -> set[str]:
-    """Idempotency keys an interrupted run of this sync already delivered."""
-    done: set[str] = set()
+def delivered_before(store: StateStore, sync: str) -> dict[str, str | None]:
+    """What an interrupted run of this sync already delivered: idempotency key -> the
+    vendor's id for it (None when the vendor gives none)."""
+    done: dict[str, str | None] = {}
     path = store.checkpoint_path(sync)
     if not path.exists():
         return done
     for line in path.read_text().splitlines():
         try:
-            done.update(json.loads(line))
+            pairs = json.loads(line)
         except json.JSONDecodeError:
             break  # a line cut short by a crash: what follows was never written
+        done.update((msgid, dest_id) for msgid, dest_id in pairs)
     return done
 
 
-def checkpoint(store: StateStore, sync: str, msgids: list[str]) -> None:
+def checkpoint(store: StateStore, sync: str, delivered: list[tuple[str, str | None]]) -> None:
+    """Record a delivered batch (idempotency key, vendor id) before anything else happens."""
     import os
 
     with open(store.checkpoint_path(sync), "a") as f:
-        f.write(json.dumps(msgids) + "\n")
+        f.write(json.dumps(delivered) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

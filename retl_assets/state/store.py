@@ -53,6 +53,9 @@ class SyncState:
     epoch: int = 0  # bumped by each full resync so its messages are new to the vendor
     owed: int = 0
     ids: str | None = None  # file name of the key -> destination id map
+    # The log position a full sync in progress stamps on its rows, fixed before it sends, so
+    # a resumed full sync computes the same idempotency keys and its checkpoint matches.
+    pending_full: int | None = None
 
 
 class StateStore:
