@@ -114,3 +114,18 @@ def status_answer(response: httpx.Response, retry_after: float | None = None) ->
     if status in (400, 404, 409, 413, 422):
         return Answer("refused", error=error)
     return Answer("retry", error=error)
+
+
+def one_identifier(sync_name: str, sync, vendor: str, allowed: tuple[str, ...] | frozenset[str],
+                   example: str) -> tuple[str, str]:
+    """The sync's single `match` entry (vendor identifier, model column) for a vendor that
+    syncs users only; a clear error naming the field otherwise."""
+    from retl_assets.errors import ProjectError
+
+    if sync.object not in (None, "users"):
+        raise ProjectError(f"syncs.{sync_name}.object: {vendor} syncs users; leave object "
+                           f"out or set it to users")
+    if not sync.match or len(sync.match) != 1 or next(iter(sync.match)) not in allowed:
+        raise ProjectError(f"syncs.{sync_name}.match: give the one {vendor} identifier to "
+                           f"match users on, {example}")
+    return next(iter(sync.match.items()))

@@ -18,9 +18,14 @@ import time
 import httpx
 from pydantic import model_validator
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    Record,
+    one_identifier,
+    status_answer,
+)
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.errors import ProjectError
 from retl_assets.mapping import Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
@@ -105,14 +110,8 @@ class BrazeWriter:
         self.destination = dest.name
         self._dest = dest
         self._sync = sync
-        if sync.object not in (None, "users"):
-            raise ProjectError(f"syncs.{sync_name}.object: Braze syncs users; leave object "
-                               f"out or set it to users")
-        if not sync.match or len(sync.match) != 1 or next(iter(sync.match)) not in IDENTITIES:
-            raise ProjectError(f"syncs.{sync_name}.match: give the one Braze identifier to "
-                               f"match users on, e.g. {{external_id: user_id_column}} or "
-                               f"{{email: email_column}}")
-        self.id_field, self.id_column = next(iter(sync.match.items()))
+        self.id_field, self.id_column = one_identifier(
+            sync_name, sync, "Braze", IDENTITIES, "e.g. {external_id: user_id_column} or {email: email_column}")
         self.capabilities = dest.capabilities()
 
     def operations(self) -> dict[str, str]:

@@ -17,9 +17,14 @@ from urllib.parse import quote as quote_path
 
 import httpx
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    Record,
+    one_identifier,
+    status_answer,
+)
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.errors import ProjectError
 from retl_assets.mapping import Column, Raw, Rules, Tree
 from retl_assets.mapping.values import epoch_sql
 from retl_assets.project.load import resolve_secret
@@ -97,14 +102,8 @@ class IterableWriter:
         self.destination = dest.name
         self._dest = dest
         self._sync = sync
-        if sync.object not in (None, "users"):
-            raise ProjectError(f"syncs.{sync_name}.object: Iterable syncs users; leave object "
-                               f"out or set it to users")
-        if not sync.match or len(sync.match) != 1 or next(iter(sync.match)) not in IDENTITIES:
-            raise ProjectError(f"syncs.{sync_name}.match: give the one Iterable identifier "
-                               f"to match users on, {{email: email_column}} or "
-                               f"{{userId: user_id_column}}")
-        self.id_field, self.id_column = next(iter(sync.match.items()))
+        self.id_field, self.id_column = one_identifier(
+            sync_name, sync, "Iterable", IDENTITIES, "{email: email_column} or {userId: user_id_column}")
         self.capabilities = dest.capabilities(set(self.operations().values()))
 
     def operations(self) -> dict[str, str]:

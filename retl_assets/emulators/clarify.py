@@ -24,7 +24,6 @@ What a client meets here, in order (common.py runs the first four):
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -102,11 +101,7 @@ class ClarifyEmulator(BaseEmulator):
         key = key.strip()
         if scheme.lower() != "api-key" or not key or (self.keys and key not in self.keys):
             raise refused(401, "Unauthorized", "missing or invalid API key")
-        with self._lock:
-            wait = self._window.arrive(time.monotonic())
-            self.stats["max_requests_in_window"] = self._window.max_seen
-            if wait is not None:
-                self.stats["rate_limited"] += 1
+        wait = self._arrive(self._window)
         if wait is not None:
             raise self._limited(wait)
         return {}

@@ -15,6 +15,7 @@ import json
 import math
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -186,6 +187,16 @@ class BaseEmulator:
         self.stats: dict[str, Any] = base_stats()
 
     # -- hooks for the vendor module ----------------------------------------------------------
+
+    def _arrive(self, window: RateWindow) -> float | None:
+        """Count a request in the vendor's window: the seconds to wait when it is over the
+        limit, else None. Records the peak (and refusals, where the emulator counts them)."""
+        with self._lock:
+            wait = window.arrive(time.monotonic())
+            self.stats["max_requests_in_window"] = window.max_seen
+            if wait is not None and "rate_limited" in self.stats:
+                self.stats["rate_limited"] += 1
+        return wait
 
     def _clear(self) -> None:
         """Forget data and stats (caller holds the lock); subclasses extend it."""

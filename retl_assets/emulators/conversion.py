@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -105,11 +104,7 @@ class ConversionEmulator(BaseEmulator):
         key = request.headers.get("x-api-key", "").strip()
         if not key or (self.keys and key not in self.keys):
             raise Refused(401, {"message": "Invalid or missing API key"})
-        with self._lock:
-            wait = self._window.arrive(time.monotonic())
-            self.stats["max_requests_in_window"] = self._window.max_seen
-            if wait is not None:
-                self.stats["rate_limited"] += 1
+        wait = self._arrive(self._window)
         if wait is not None:
             raise self._limited(wait)
         return {}

@@ -122,11 +122,7 @@ class MixpanelEmulator(BaseEmulator):
     # -- the shared pipeline's hooks ----------------------------------------------------------
 
     def _admit(self, request: Request, faults: Faults) -> dict[str, str]:
-        with self._lock:
-            wait = self._window.arrive(time.monotonic())
-            self.stats["max_requests_in_window"] = self._window.max_seen
-            if wait is not None:
-                self.stats["rate_limited"] += 1
+        wait = self._arrive(self._window)
         if wait is not None:
             raise self._limited()
         return {}

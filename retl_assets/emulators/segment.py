@@ -13,7 +13,6 @@ import binascii
 import copy
 import gzip
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -186,9 +185,7 @@ class SegmentEmulator(BaseEmulator):
     def _admit(self, request: Request, faults: Faults) -> dict[str, str]:
         # Segment checks the key after reading the body (it may be in it), so only the rate
         # limit runs here, ahead of the injected faults as it always has.
-        with self._lock:
-            wait = self._window.arrive(time.monotonic())
-            self.stats["max_requests_in_window"] = self._window.max_seen
+        wait = self._arrive(self._window)
         if wait is not None:
             raise Refused(429, {"error": "rate limit exceeded"}, self._retry(wait))
         return {}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -104,9 +103,7 @@ class WebhookEmulator(BaseEmulator):
     # -- the shared pipeline's hooks ----------------------------------------------------------
 
     def _admit(self, request: Request, faults: Faults) -> dict[str, str]:
-        with self._lock:
-            wait = self._window.arrive(time.monotonic())
-            self.stats["max_requests_in_window"] = self._window.max_seen
+        wait = self._arrive(self._window)
         if wait is not None:
             raise Refused(429, {"error": "rate limit exceeded"},
                           {"Retry-After": seconds_header(wait)})
