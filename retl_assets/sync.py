@@ -107,6 +107,10 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
                 if o.status == "delivered":
                     delivered(o.record.key, o.record.operation, o.dest_id)
                     continue
+                if o.dest_id:
+                    # Written but not finished (an association failed): a later delete must
+                    # still reach the record.
+                    new_ids[o.record.key] = o.dest_id
                 failures[o.record.msgid] = f"{o.status}: {o.error}"
                 _note(result, o.record.key, o.status, o.error or "")
 
@@ -162,6 +166,7 @@ def _records(con, work, writer: Writer, operation: str, payload: str, changes: l
         f"WHERE {OP} IN ({wanted}))"
     )
     needs_id = writer.needs_dest_id(operation)
+    route = getattr(writer, "route", None)
     while chunk := cursor.fetchmany(RECORD_BATCH):
         for msgid, key, body, invalid, dest_id in chunk:
             if msgid in done:
@@ -182,7 +187,8 @@ def _records(con, work, writer: Writer, operation: str, payload: str, changes: l
                 continue
             if len(result.samples) < 3:
                 result.samples.append(body)
-            yield Record(msgid, key, body, operation, dest_id)
+            yield Record(msgid, key, body, route(operation, dest_id) if route else operation,
+                         dest_id)
 
 
 def _note(result: SyncResult, key: str, kind: str, error: str) -> None:

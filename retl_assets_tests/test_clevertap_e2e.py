@@ -1,7 +1,11 @@
-"""CleverTap as a user sets it up: contacts uploaded as profiles, events as events."""
+"""CleverTap as a user sets it up: contacts mirrored as profiles (uploaded, and deleted when
+they leave the model), events uploaded as events."""
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 
 from retl_assets.emulators import EmulatorServer
@@ -36,7 +40,7 @@ syncs:
   users:
     model: contacts
     destination: engage
-    action: profile                      # upload profiles (CleverTap deletes: not yet)
+    action: mirror                       # upload added/updated profiles, delete deleted ones
     match: {{identity: userId}}
     mapping:
       Email: email
@@ -88,7 +92,7 @@ def model_events(ws) -> dict[int, tuple]:
         "SELECT id, name, contact_id, epoch(occurred_at)::BIGINT FROM events")}
 
 
-def test_profiles_and_events_reach_clevertap_as_exactly_the_changes(workspace, clevertap):
+def test_mirror_and_events_reach_clevertap_as_exactly_the_changes(workspace, clevertap):
     first = workspace.sync()
     assert first.status == "success", first.errors
     assert first.syncs["users"]["succeeded"] == 300
@@ -103,14 +107,14 @@ def test_profiles_and_events_reach_clevertap_as_exactly_the_changes(workspace, c
     second = workspace.sync()
     s = second.syncs["users"]
     assert second.status == "success", second.errors
-    # The profile action takes adds and updates; deletes are not sent (not supported yet).
-    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (2, 2, 0, 0)
+    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (4, 4, 0, 0)
     after = clevertap.state()["stats"]
     assert (after["profiles_created"] - before["profiles_created"],
-            after["profiles_updated"] - before["profiles_updated"]) == (1, 1)
-    expected = model_profiles(workspace)
-    assert {k: v for k, v in profiles(clevertap).items() if k not in ("u000020", "u000021")} \
-        == expected
+            after["profiles_updated"] - before["profiles_updated"],
+            after["profiles_deleted"] - before["profiles_deleted"],
+            after["delete_requests"] - before["delete_requests"]) == (1, 1, 2, 1)
+    assert profiles(clevertap) == model_profiles(workspace)
+    assert workspace.sync().syncs["users"]["sent"] == 0  # nothing changed, nothing sent
 
     events = workspace.sync("events")
     assert events.status == "success", events.errors
@@ -118,6 +122,69 @@ def test_profiles_and_events_reach_clevertap_as_exactly_the_changes(workspace, c
     assert uploaded(clevertap) == model_events(workspace)
     assert workspace.sync("events").syncs["activity"]["sent"] == 0
     assert clevertap.state()["stats"]["contract_violations"] == []
+
+
+def test_a_large_delete_goes_out_a_hundred_identities_a_request(workspace, clevertap):
+    # The delete API takes at most 100 identities a call and 3 calls in flight; latency
+    # keeps them open long enough for a fourth to be caught.
+    assert workspace.sync().status == "success"
+    clevertap.set_faults(latency_ms=50)
+    workspace.sql("DELETE FROM contacts WHERE id <= 'u000130'")
+    run = workspace.sync()
+    s = run.syncs["users"]
+    assert run.status == "success", run.errors
+    assert (s["sent"], s["succeeded"], s["owed"]) == (130, 130, 0)
+    stats = clevertap.state()["stats"]
+    assert sorted(stats["delete_sizes"]) == [30, 100]
+    assert stats["profiles_deleted"] == 130
+    assert stats["max_deletes_in_flight"] <= 3 and stats["status"].get("429", 0) == 0
+    assert profiles(clevertap) == model_profiles(workspace)
+    assert stats["contract_violations"] == []
+
+
+def test_deletes_keep_to_three_requests_in_flight(workspace, clevertap):
+    # Small batches make many delete requests; the client sends 15 uploads at once but
+    # never more than 3 deletes.
+    write(workspace, clevertap.url, "    max_concurrency: 15\n    batch_size: 10")
+    assert workspace.sync().status == "success"
+    clevertap.set_faults(latency_ms=50)
+    workspace.sql("DELETE FROM contacts WHERE id <= 'u000100'")
+    run = workspace.sync()
+    assert run.syncs["users"]["succeeded"] == 100, run.errors
+    stats = clevertap.state()["stats"]
+    assert stats["delete_sizes"] == [10] * 10
+    assert stats["max_deletes_in_flight"] == 3 and stats["status"].get("429", 0) == 0
+
+
+def test_mirror_deletes_only_profiles_it_uploaded(workspace, clevertap):
+    # A row whose profile was refused was never written: its delete is not sent.
+    workspace.sql("UPDATE contacts SET email = 'not-an-email' WHERE id = 'u000005'")
+    assert workspace.sync().syncs["users"]["rejected"] == 1
+    workspace.sql("DELETE FROM contacts WHERE id IN ('u000005', 'u000006')")
+    run = workspace.sync()
+    s = run.syncs["users"]
+    assert (s["sent"], s["succeeded"], s["owed"]) == (1, 1, 0), s
+    assert clevertap.state()["stats"]["delete_sizes"] == [1]
+    assert profiles(clevertap) == model_profiles(workspace)
+
+
+def test_a_delete_sync_removes_the_profiles_of_rows_that_leave_the_model(workspace,
+                                                                          clevertap):
+    # Profiles another tool uploaded; the sync only deletes, by the identity column.
+    workspace.write(PROJECT.format(account=ACCOUNT, url=clevertap.url, extra="")
+                    .replace("action: mirror", "action: delete"))
+    with httpx.Client(base_url=clevertap.url, headers={
+            "X-CleverTap-Account-Id": ACCOUNT, "X-CleverTap-Passcode": PASSCODE}) as client:
+        client.post("/1/upload", json={"d": [
+            {"type": "profile", "identity": f"u{i:06d}", "profileData": {"Name": "x"}}
+            for i in (1, 2, 3)]}).raise_for_status()
+    first = workspace.sync()
+    assert first.status == "success", first.errors
+    assert first.syncs["users"]["sent"] == 0  # the first snapshot deletes nothing
+    workspace.sql("DELETE FROM contacts WHERE id IN ('u000001', 'u000002')")
+    run = workspace.sync()
+    assert (run.syncs["users"]["sent"], run.syncs["users"]["succeeded"]) == (2, 2)
+    assert list(clevertap.profiles()) == ["u000003"]
 
 
 def test_values_clevertap_refuses_are_rejected_one_by_one_and_land_once_fixed(workspace,
@@ -201,3 +268,30 @@ def test_unprocessed_records_are_matched_by_their_echo_not_their_position(worksp
     assert w.read(httpx.Response(200, json=stranger), "profile", sent).kind == "refused"
     assert w.read(httpx.Response(429, json={}), "profile", sent).kind == "retry"
     assert w.read(httpx.Response(401, json={}), "profile", sent).kind == "auth"
+    ok = w.read(httpx.Response(200, json={"status": "success", "processed": 4}), "profile",
+                sent)
+    assert ok.ids == {i: f"u{i}" for i in range(4)}  # what a mirror's delete names
+
+
+def test_a_delete_answer_is_read_as_a_whole_or_per_identity(workspace, clevertap):
+    from retl_assets.destinations import open_destination
+    from retl_assets.destinations.base import Record
+
+    project = workspace.project
+    w = open_destination(project, "engage").writer("users", project.config.syncs["users"])
+    sent = [Record(f"m{i}", f"u{i}", f'{{"identity": "u{i}"}}', "delete", f"u{i}")
+            for i in range(3)]
+    request = w.request(httpx.AsyncClient(), "delete", sent)
+    assert (request.method, request.url.path) == ("POST", "/1/delete/profiles.json")
+    assert json.loads(request.content) == {"identity": ["u0", "u1", "u2"]}
+    assert request.headers["X-CleverTap-Passcode"] == PASSCODE
+    assert w.read(httpx.Response(200, json={"status": "success"}), "delete", sent).kind == "ok"
+    some = {"status": "partial", "unprocessed": [
+        {"status": "fail", "code": 555, "error": "busy", "identity": "u1"}]}
+    assert w.read(httpx.Response(200, json=some), "delete", sent).rejected == {1: "555: busy"}
+    whole = {"status": "fail", "error": "Bad Request"}
+    assert w.read(httpx.Response(200, json=whole), "delete", sent).kind == "refused"
+    assert w.read(httpx.Response(400, json=whole), "delete", sent).kind == "refused"
+    assert w.read(httpx.Response(429, json={}), "delete", sent).kind == "retry"
+    assert w.read(httpx.Response(401, json={}), "delete", sent).kind == "auth"
+    assert w.read(httpx.Response(403, json={}), "delete", sent).kind == "auth"

@@ -42,6 +42,17 @@ def test_cut_respects_count_bytes_and_operation():
     assert [len(b) for b in cut(records(5), small, overhead=0)] == [2, 2, 1]
 
 
+def test_cut_fills_whole_requests_when_operations_arrive_mixed():
+    # A writer may route records of one change to two endpoints (update by id, upsert by
+    # email): interleaved, they must still fill whole requests, not one or two apiece.
+    caps = Capabilities(records_per_request=3, bytes_per_request=10_000, bytes_per_record=100)
+    mixed = [r for pair in zip(records(6), records(6, "update")) for r in pair]
+    batches = list(cut(mixed, caps))
+    assert sorted((b[0].operation, len(b)) for b in batches) == [
+        ("update", 3), ("update", 3), ("upsert", 3), ("upsert", 3)]
+    assert all(len({r.operation for r in b}) == 1 for b in batches)
+
+
 def test_rate_limiter_never_starts_more_than_n_in_a_window():
     async def run():
         limiter = RateLimiter(5, 0.2)

@@ -161,3 +161,151 @@ def test_a_killed_run_keeps_the_ids_it_got_so_later_deletes_still_reach_hubspot(
     assert run.syncs["contacts_to_crm"]["skipped"] == 0
     emails = {r["properties"]["email"] for r in hubspot.records("contacts").values()}
     assert email not in emails and len(emails) == 299
+
+
+def test_a_changed_email_updates_the_same_contact_by_its_hubspot_id(workspace, hubspot):
+    assert workspace.sync().status == "success"
+    ids = {r["properties"]["email"]: i for i, r in hubspot.records("contacts").items()}
+    old = "user7@example.com"
+    workspace.sql("UPDATE contacts SET email = 'renamed7@example.com' WHERE email = '" + old + "'")
+    run = workspace.sync()
+    assert run.status == "success", run.errors
+    records = hubspot.records("contacts")
+    # The same record now carries the new address; no second contact was created.
+    assert len(records) == 300
+    assert records[ids[old]]["properties"]["email"] == "renamed7@example.com"
+    assert crm_contacts(hubspot) == model_contacts(workspace)
+    assert hubspot.state()["stats"]["contract_violations"] == []
+
+
+def test_a_contact_deleted_in_hubspot_is_upserted_again_on_its_next_update(workspace, hubspot):
+    assert workspace.sync().status == "success"
+    gone = next(i for i, r in hubspot.records("contacts").items()
+                if r["properties"]["email"] == "user3@example.com")
+    hubspot.crm.records["contacts"].pop(gone)  # someone deleted it in HubSpot
+    workspace.sql("UPDATE contacts SET first_name = 'Thea' WHERE email = 'user3@example.com'")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_crm"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["owed"]) == (1, 0)
+    assert crm_contacts(hubspot) == model_contacts(workspace)
+    # Its new id is the one kept: a later delete archives the new record.
+    workspace.sql("DELETE FROM contacts WHERE email = 'user3@example.com'")
+    assert workspace.sync().syncs["contacts_to_crm"]["succeeded"] == 1
+    assert "user3@example.com" not in crm_contacts(hubspot)
+
+
+ASSOCIATED = """
+sources:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+destinations:
+  crm:
+    type: hubspot
+    access_token: {{env: HUBSPOT_TOKEN}}
+    base_url: {url}
+models:
+  companies:
+    source: warehouse
+    primary_key: id
+    sql: SELECT id, name, domain FROM companies
+  contacts:
+    source: warehouse
+    primary_key: id
+    sql: |
+      SELECT c.id, c.email, c.first_name, co.domain AS company_domain
+      FROM contacts c LEFT JOIN companies co ON co.id = c.company_id
+syncs:
+  companies_to_crm:
+    model: companies
+    destination: crm
+    object: companies
+    action: mirror
+    match: {{domain: domain}}
+    mapping:
+      name: name
+  contacts_to_crm:
+    model: contacts
+    destination: crm
+    object: contacts
+    action: mirror
+    match: {{email: email}}
+    mapping:
+      firstname: first_name
+    associations:
+      companies: {{domain: company_domain}}   # link each contact to its company, by domain
+"""
+
+
+def associated_pairs(emu) -> set[tuple[str, str]]:
+    contacts = {i: r["properties"]["email"] for i, r in emu.records("contacts").items()}
+    companies = {i: r["properties"]["domain"] for i, r in emu.records("companies").items()}
+    return {(contacts[a["fromId"]], companies[a["toId"]]) for a in emu.state()["associations"]
+            if a["fromObject"] == "contacts" and a["toObject"] == "companies"}
+
+
+def test_contacts_are_associated_with_their_company_by_domain(workspace, hubspot):
+    url = hubspot_url(workspace)
+    workspace.write(ASSOCIATED.format(url=url))
+    # Contacts first: their companies are not in HubSpot yet, so each contact lands but is
+    # owed with the reason, and nothing is linked.
+    early = workspace.sync("contacts")
+    s = early.syncs["contacts_to_crm"]
+    assert early.status == "success", early.errors
+    assert (s["rejected"], s["owed"]) == (300, 300)
+    owed = workspace.owed("contacts_to_crm", key="id")
+    assert all("no companies record with domain" in e for e in owed.values()), owed
+    assert len(hubspot.records("contacts")) == 300 and associated_pairs(hubspot) == set()
+
+    assert workspace.sync("companies").status == "success"
+    run = workspace.sync("contacts")
+    assert run.status == "success", run.errors
+    assert run.syncs["contacts_to_crm"]["owed"] == 0
+    expected = set(workspace.sql("""SELECT c.email, co.domain FROM contacts c
+                                    JOIN companies co ON co.id = c.company_id"""))
+    assert associated_pairs(hubspot) == expected and len(expected) == 300
+    assert len(hubspot.records("contacts")) == 300  # updated by id, not created again
+    stats = hubspot.state()["stats"]
+    assert stats["contract_violations"] == [] and stats["max_requests_in_window"] <= 100
+
+    # A contact that moves to another company is linked to it too.
+    workspace.sql("UPDATE contacts SET company_id = 2 WHERE id = 'u000001'")
+    moved = workspace.sync("contacts")
+    assert moved.syncs["contacts_to_crm"]["succeeded"] == 1
+    email = workspace.sql("SELECT email FROM contacts WHERE id = 'u000001'")[0][0]
+    domain = workspace.sql("SELECT domain FROM companies WHERE id = 2")[0][0]
+    assert (email, domain) in associated_pairs(hubspot)
+
+
+def test_associations_name_the_field_when_misconfigured(workspace, hubspot, monkeypatch):
+    from retl_assets.errors import ProjectError
+    from retl_assets.inspect import validate
+
+    monkeypatch.setenv("RETL_PROJECT", str(workspace.root / "retl.yaml"))
+    url = hubspot_url(workspace)
+    workspace.write(ASSOCIATED.format(url=url).replace("{domain: company_domain}",
+                                                       "{domain: company_dommain}"))
+    problems, _ = validate()
+    assert any("syncs.contacts_to_crm.associations.companies.domain: column 'company_dommain'"
+               in p for p in problems), problems
+    workspace.write("""
+sources: {warehouse: {type: duckdb, path: warehouse.duckdb}}
+destinations:
+  cio: {type: customerio, write_key: {env: HUBSPOT_TOKEN}}
+models:
+  contacts: {source: warehouse, primary_key: id, sql: "SELECT id, email FROM contacts"}
+syncs:
+  people:
+    model: contacts
+    destination: cio
+    action: identify
+    associations: {companies: {domain: email}}
+""")
+    with pytest.raises(ProjectError, match="syncs.people.associations: customerio has no"):
+        validate()
+
+
+def hubspot_url(ws) -> str:
+    text = (ws.root / "retl.yaml").read_text()
+    return text.split("base_url: ")[1].split()[0]

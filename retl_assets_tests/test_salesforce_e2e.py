@@ -135,6 +135,21 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, s
     assert org_contacts(salesforce) == model_contacts(workspace)
 
 
+def test_locked_rows_are_sent_again_within_the_run(workspace, salesforce):
+    # Another transaction holds a fifth of the rows on each attempt (UNABLE_TO_LOCK_ROW):
+    # the rest of each request lands, and the locked ones are sent again until they land,
+    # in this same run; nothing is left owed for the next.
+    salesforce.lock_rate = 0.2
+    run = workspace.sync()
+    s = run.syncs[SYNC]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["failed"], s["unsent"], s["owed"]) == (300, 0, 0, 0)
+    assert org_contacts(salesforce) == model_contacts(workspace)
+    # Only the locked records went again, alone: far fewer than 2 more whole requests each.
+    requests = salesforce.state()["stats"]["daily_requests"]
+    assert 2 < requests < 20
+
+
 def add_rows(ws, n: int) -> None:
     ws.sql(f"""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com', 'B',
                'free', 1, TIMESTAMP '2026-01-01' FROM range({n}) t(i)""")

@@ -7,6 +7,7 @@ requests and answers into per-record outcomes. The delivery engine does everythi
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -26,6 +27,8 @@ class Capabilities:
     operation_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     # ...and that take fewer records in some calls (e.g. deletes one by one): per operation.
     operation_batch: dict[str, int] = field(default_factory=dict)
+    # ...and that allow fewer requests in flight on some APIs: per operation.
+    operation_concurrency: dict[str, int] = field(default_factory=dict)
 
     def batch_for(self, operation: str) -> int:
         return min(self.operation_batch.get(operation, self.records_per_request),
@@ -54,6 +57,15 @@ class Answer:
     retry_after: float | None = None  # seconds, from the vendor
     rejected: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor error
     ids: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor's id
+    # index in batch -> a passing error: the vendor took the rest, send these again
+    again: dict[int, str] = field(default_factory=dict)
+
+
+# The engine's way to send one more request for a writer (a follow-up): (operation, build the
+# request on the engine's client, read its answer) -> the final answer, after the limiters,
+# retries and Retry-After that every request gets.
+Exchange = Callable[[str, Callable[[httpx.AsyncClient], httpx.Request],
+                     Callable[[httpx.Response], "Answer"]], Awaitable["Answer"]]
 
 
 class Writer(Protocol):
@@ -88,6 +100,12 @@ class Writer(Protocol):
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         ...
+
+    # Optional, for vendors that need them:
+    #   route(operation, dest_id) -> operation: send this record by another endpoint (e.g.
+    #       update by the vendor's id once retl knows it);
+    #   async follow_up(call: Exchange, operation, records, answer): more requests a delivered
+    #       batch needs (e.g. associations), which may add to answer.rejected / answer.ids.
 
 
 class Destination(Protocol):

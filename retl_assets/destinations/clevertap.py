@@ -1,4 +1,5 @@
-"""CleverTap: user profiles and events through the upload API.
+"""CleverTap: user profiles and events through the upload API, deletes through the
+Delete User Profile API.
 
 POST https://{region}.api.clevertap.com/1/upload with the account id and passcode in
 headers, `{"d": [...]}` of at most 1,000 records, each identified by `identity` (or
@@ -7,8 +8,15 @@ account; the 16th is answered 429 "Too many concurrent requests" (no Retry-After
 client's concurrency stays within 15. Record failures come inside a 200: `{status,
 processed, unprocessed: [{status, code, error, record}]}`, each echoing the record it
 refused, which is how they are matched back to rows. Profile (and event property) keys are
-at most 120 bytes and values at most 512. Deletes live in another API (/1/delete/profiles.json,
-100 identities a call) that retl does not speak yet.
+at most 120 bytes and values at most 512.
+
+Deletes: POST /1/delete/profiles.json (same headers) with `{"identity": [...]}` or
+`{"guid": [...]}` (the CleverTap id, which the upload API calls objectId), never both, at
+most 100 values a call. A third-party digest of CleverTap's limits page gives this API 3
+requests in flight per account, so deletes keep to 3. The success body is not documented:
+a 200 without `status: "fail"` counts as done. `mirror` deletes the identity retl wrote for
+the row (kept from the upload's answer), so it only touches profiles it uploaded; `delete`
+deletes the identity of each row that left the model.
 """
 
 from __future__ import annotations
@@ -24,14 +32,18 @@ from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
 from retl_assets.state.engine import quote
-from retl_assets.state.store import KEYTEXT
+from retl_assets.state.store import DEST_ID, KEYTEXT
 
 BASE_URL = "https://{region}.api.clevertap.com"
-ACTIONS = {"clevertap": ("profile", "event")}
+ACTIONS = {"clevertap": ("profile", "event", MIRROR, "delete")}
 MAX_RECORDS = 1000
 MAX_CONCURRENT = 15  # requests in flight per account, over every client of the account
+MAX_DELETE_VALUES = 100  # identities (or guids) per /1/delete/profiles.json call
+DELETE_IN_FLIGHT = 3  # requests on the delete API at once, per account
+# How a delete names a profile, by the identifier the sync matches on.
+DELETE_KEYS = {"identity": "identity", "objectId": "guid"}
 # CleverTap publishes no byte limit; 1,000 records of a few dozen properties fit easily.
 REQUEST_BYTES = 8 * 1024 * 1024
 KEY_BYTES, VALUE_BYTES = 120, 512
@@ -66,6 +78,8 @@ class CleverTapDestination:
             # and never go over it, whatever the project file says.
             max_concurrency=min(max_concurrency or 10, MAX_CONCURRENT),
             rate_limit=None,  # CleverTap limits concurrency only
+            operation_batch={"delete": MAX_DELETE_VALUES},
+            operation_concurrency={"delete": DELETE_IN_FLIGHT},
             default_retry_after_s=1.0,
             partial_failure="per_item",
         )
@@ -87,6 +101,11 @@ class CleverTapDestination:
         return client.build_request("POST", f"{self.base_url}/1/upload", content=body,
                                     headers=self._headers)
 
+    def delete(self, client: httpx.AsyncClient, key: str, values: list[str]) -> httpx.Request:
+        return client.build_request("POST", f"{self.base_url}/1/delete/profiles.json",
+                                    content=json.dumps({key: values}).encode(),
+                                    headers=self._headers)
+
 
 class CleverTapWriter:
     def __init__(self, dest: CleverTapDestination, sync_name: str, sync: SyncConfig):
@@ -95,23 +114,34 @@ class CleverTapWriter:
         self._dest = dest
         self._sync = sync
         if sync.action not in ACTIONS["clevertap"]:
-            raise ProjectError(f"syncs.{sync_name}.action: clevertap offers profile and event "
-                               f"(deletes are not supported yet), not {sync.action!r}")
+            raise ProjectError(f"syncs.{sync_name}.action: clevertap offers profile, event, "
+                               f"mirror and delete, not {sync.action!r}")
         match = sync.match or {}
         if len(match) > 1 or (match and next(iter(match)) not in ID_FIELDS):
             raise ProjectError(f"syncs.{sync_name}.match: give the one CleverTap identifier, "
                                f"e.g. {{identity: user_id}} ({', '.join(ID_FIELDS)})")
         self.id_field, self.id_column = next(iter(match.items()), ("identity", None))
+        if sync.action in (MIRROR, "delete") and self.id_field not in DELETE_KEYS:
+            raise ProjectError(f"syncs.{sync_name}.match: CleverTap deletes profiles by "
+                               f"identity or objectId only, not {self.id_field}")
+        self.delete_key = DELETE_KEYS.get(self.id_field, "identity")
         if sync.action == "event" and self.id_column is None and sync.mapping is not None \
                 and not set(ID_FIELDS) & set(sync.mapping):
             raise ProjectError(f"syncs.{sync_name}: an event sync needs the person of each "
                                f"event: match: {{identity: <column>}}")
 
     def operations(self) -> dict[str, str]:
+        if self._sync.action == MIRROR:
+            return {"added": "profile", "updated": "profile", "deleted": "delete"}
+        if self._sync.action == "delete":
+            return {"deleted": "delete"}
         return {change: self._sync.action for change in self._sync.selects
                 if change != "deleted"}
 
     def rules(self, operation: str) -> Rules:
+        if operation == "delete":  # the payload is the identifier alone
+            return Rules(top_level=frozenset(DELETE_KEYS.values()), container=None,
+                         as_string=frozenset(DELETE_KEYS.values()))
         top = {"type", "ts", CONTAINER[operation], *ID_FIELDS}
         if operation == "event":
             top.add("evtName")
@@ -119,6 +149,8 @@ class CleverTapWriter:
                      as_string=frozenset({"identity", "objectId", "evtName"}))
 
     def payload(self, operation: str, mapped: Tree) -> Tree:
+        if operation == "delete":
+            return {(self.delete_key,): self._delete_value()}
         tree: Tree = {("type",): Literal(operation)}
         if self.id_column is not None:
             tree[(self.id_field,)] = Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")
@@ -130,12 +162,26 @@ class CleverTapWriter:
             tree.setdefault(path, expr)
         return tree
 
+    def _delete_value(self) -> Raw:
+        if self._sync.action == MIRROR:
+            return Raw(DEST_ID)  # the identifier this sync uploaded the profile with
+        if self.id_column is not None:  # a deleted row keeps the columns it had
+            return Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")
+        return Raw(KEYTEXT)
+
     def needs_dest_id(self, operation: str) -> bool:
-        return False
+        # A mirror deletes only the profiles it uploaded; a delete sync uploads nothing, so
+        # it names the profiles of the rows that left the model.
+        return operation == "delete" and self._sync.action == MIRROR
 
     def invalid_sql(self, operation: str, payload: str) -> str:
         def missing(field: str) -> str:
             return f"coalesce(json_extract_string({payload}, '$.{field}'), '') = ''"
+
+        if operation == "delete":
+            column = self.id_column or "the primary key"
+            return (f"CASE WHEN {missing(self.delete_key)} THEN 'no {self.id_field} to delete "
+                    f"(from {column})' ELSE NULL END")
 
         data = CONTAINER[operation]
         column = self.id_column or ("the primary key" if operation == "profile" else None)
@@ -162,7 +208,12 @@ class CleverTapWriter:
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
+        if operation == "delete":  # at most 100 values (operation_batch)
+            return self._dest.delete(client, self.delete_key, self._values(records))
         return self._dest.upload(client, records)
+
+    def _values(self, records: list[Record]) -> list[str]:
+        return [str(json.loads(r.payload)[self.delete_key]) for r in records]
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         failed = status_answer(response)
@@ -172,7 +223,39 @@ class CleverTapWriter:
         unprocessed = body.get("unprocessed") or []
         if body.get("status") == "fail" and not unprocessed:
             return Answer("refused", error=f"CleverTap: {body.get('error') or body}")
-        return self._failures(unprocessed, records)
+        if operation == "delete":
+            return self._delete_failures(unprocessed, records)
+        answer = self._failures(unprocessed, records)
+        if answer.kind == "ok" and operation == "profile":
+            # CleverTap returns no id of its own: the identifier is what a delete names.
+            for i, r in enumerate(records):
+                value = json.loads(r.payload).get(self.id_field)
+                if i not in answer.rejected and value not in (None, ""):
+                    answer.ids[i] = str(value)
+        return answer
+
+    def _delete_failures(self, unprocessed: list, records: list[Record]) -> Answer:
+        """The delete answer's body is not documented; should it name values it could not
+        delete (as strings, or entries carrying the value), those rows are rejected."""
+        position: dict[str, list[int]] = defaultdict(list)
+        for i, value in enumerate(self._values(records)):
+            position[value].append(i)
+        answer = Answer("ok")
+        for entry in unprocessed:
+            if isinstance(entry, dict):
+                value = entry.get(self.delete_key, entry.get("record"))
+                message = f"{entry.get('code')}: {entry.get('error')}"
+            else:
+                value, message = entry, "not deleted"
+            found = position.get(str(value)) if isinstance(value, (str, int)) else None
+            if not found:
+                if len(records) == 1:
+                    return Answer("ok", rejected={0: message})
+                return Answer("refused", error=f"CleverTap did not delete a profile it did "
+                                               f"not name: {message}")
+            for i in found:
+                answer.rejected[i] = message
+        return answer
 
     def _failures(self, unprocessed: list, records: list[Record]) -> Answer:
         """Each unprocessed entry echoes its record: find the row it came from."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from retl_assets.destinations.base import Capabilities, Record, Writer
-from retl_assets.destinations.retry import backoff
+from retl_assets.destinations.base import Answer, Capabilities, Record, Writer
+from retl_assets.destinations.retry import backoff, rate_limit_wait
 from retl_assets.errors import AuthError, UnreachableError
 
 MAX_RATE_LIMIT_WAIT_S = 900.0  # waiting out 429s is normal; only this much in total
@@ -88,21 +88,22 @@ class RateLimiter:
 
 
 def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> Iterable[list[Record]]:
-    """Requests of one operation, at most `records_per_request` records and
-    `bytes_per_request` bytes each."""
-    batch: list[Record] = []
-    size = overhead
+    """Requests of one operation each, at most `records_per_request` records (or the
+    operation's own batch) and `bytes_per_request` bytes. One batch stays open per
+    operation, so records of two operations arriving mixed still fill whole requests."""
+    open_batches: dict[str, tuple[list[Record], int]] = {}
     for r in records:
+        batch, size = open_batches.get(r.operation, ([], overhead))
         n = len(r.payload) + 1  # +1 for the separating comma
-        full = (batch and len(batch) >= caps.batch_for(batch[0].operation)
-                or size + n > caps.bytes_per_request)
-        if batch and (full or r.operation != batch[0].operation):
+        if batch and (len(batch) >= caps.batch_for(r.operation)
+                      or size + n > caps.bytes_per_request):
             yield batch
             batch, size = [], overhead
         batch.append(r)
-        size += n
-    if batch:
-        yield batch
+        open_batches[r.operation] = (batch, size + n)
+    for batch, _ in open_batches.values():
+        if batch:
+            yield batch
 
 
 async def _deliver(dest: Writer, records: Iterable[Record],
@@ -112,28 +113,35 @@ async def _deliver(dest: Writer, records: Iterable[Record],
     caps = dest.capabilities
     limiter = RateLimiter(*caps.rate_limit) if caps.rate_limit else None
     per_op = {op: RateLimiter(*limit) for op, limit in caps.operation_limits.items()}
+    in_flight = {op: asyncio.Semaphore(n) for op, n in caps.operation_concurrency.items()}
     queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=caps.max_concurrency * 2)
     limits = httpx.Limits(max_connections=caps.max_concurrency,
                           max_keepalive_connections=caps.max_concurrency)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits, transport=transport) as client:
 
         stopped: list[str] = []  # set once the vendor says its quota is spent
+        follow_up = getattr(dest, "follow_up", None)
 
-        async def send(batch: list[Record]) -> list[Outcome]:
-            attempt, waited = 0, 0.0
-            op = batch[0].operation
+        async def exchange(op: str, build: Callable[[httpx.AsyncClient], httpx.Request],
+                           read: Callable[[httpx.Response], Answer]) -> Answer:
+            """One request until it has a final answer: under the limiters, retried on
+            429, 5xx and connection errors. Auth failures and a dead endpoint raise; a spent
+            quota (stop) or retries run out come back as kind stop / retry."""
+            attempt, waited, limited = 0, 0.0, 0
             while True:
                 if stopped:
-                    return [Outcome(r, "unsent", stopped[0]) for r in batch]
+                    return Answer("stop", error=stopped[0])
                 held = [x for x in (limiter, per_op.get(op)) if x is not None]
                 for x in held:
                     await x.wait()
                 report.requests += 1
                 try:
-                    response = await client.send(dest.request(client, op, batch))
+                    if op in in_flight:
+                        async with in_flight[op]:
+                            response = await client.send(build(client))
+                    else:
+                        response = await client.send(build(client))
                 except httpx.TransportError as e:
-                    for x in held:
-                        x.release()
                     if attempt >= max_retries:
                         raise UnreachableError(
                             f"destination {dest.destination!r} could not be reached after "
@@ -142,41 +150,69 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                     report.retries += 1
                     await asyncio.sleep(backoff(attempt))
                     continue
-                for x in held:
-                    x.release()
-                answer = dest.read(response, op, batch)
-                if answer.kind == "ok":
-                    return [Outcome(r, "rejected", answer.rejected[i]) if i in answer.rejected
-                            else Outcome(r, "delivered", dest_id=answer.ids.get(i))
-                            for i, r in enumerate(batch)]
+                finally:
+                    for x in held:
+                        x.release()
+                answer = read(response)
+                if answer.kind in ("ok", "refused"):
+                    return answer
                 if answer.kind == "stop":
                     stopped.append(f"stopped: {answer.error}")
                     continue
                 if answer.kind == "auth":
                     raise AuthError(f"destination {dest.destination!r} refused the credentials: "
                                     f"{answer.error}")
-                if answer.kind == "refused":
-                    if len(batch) == 1:
-                        return [Outcome(batch[0], "rejected", answer.error)]
-                    # One bad record refuses the whole batch: halve until it is isolated.
-                    report.splits += 1
-                    mid = len(batch) // 2
-                    return await send(batch[:mid]) + await send(batch[mid:])
                 if answer.retry_after is not None or response.status_code == 429:
                     report.rate_limited += 1
                     delay = answer.retry_after
                     if delay is None:
-                        delay = caps.default_retry_after_s
+                        # No Retry-After: the vendor's documented window, longer each time
+                        # in a row (someone else may share the quota), with jitter.
+                        delay = rate_limit_wait(caps.default_retry_after_s, limited)
+                    limited += 1
                     waited += delay
                     if waited <= MAX_RATE_LIMIT_WAIT_S:
                         await asyncio.sleep(delay)
                         continue
                 if attempt >= max_retries:
-                    return [Outcome(r, "unsent", f"gave up after {attempt + 1} attempts: "
-                                    f"{answer.error}") for r in batch]
+                    return Answer("retry", error=f"gave up after {attempt + 1} attempts: "
+                                                 f"{answer.error}")
                 attempt += 1
                 report.retries += 1
                 await asyncio.sleep(backoff(attempt))
+
+        async def send(batch: list[Record], tries: int = 0) -> list[Outcome]:
+            op = batch[0].operation
+            answer = await exchange(op, lambda c: dest.request(c, op, batch),
+                                    lambda response: dest.read(response, op, batch))
+            if answer.kind == "refused":
+                if len(batch) == 1:
+                    return [Outcome(batch[0], "rejected", answer.error)]
+                # One bad record refuses the whole batch: halve until it is isolated.
+                report.splits += 1
+                mid = len(batch) // 2
+                return await send(batch[:mid], tries) + await send(batch[mid:], tries)
+            if answer.kind != "ok":
+                return [Outcome(r, "unsent", answer.error) for r in batch]
+            if follow_up is not None:
+                # Requests the delivered records still need (e.g. associations); they may
+                # reject records the first request took.
+                await follow_up(exchange, op, batch, answer)
+            outcomes = [Outcome(r, "rejected", answer.rejected[i], answer.ids.get(i))
+                        if i in answer.rejected
+                        else Outcome(r, "delivered", dest_id=answer.ids.get(i))
+                        for i, r in enumerate(batch) if i not in answer.again]
+            again = [r for i, r in enumerate(batch) if i in answer.again]
+            if again and tries < max_retries:
+                # The vendor asked for these records again (a locked row): resend them alone.
+                report.retries += 1
+                await asyncio.sleep(backoff(tries + 1))
+                outcomes += await send(again, tries + 1)
+            elif again:
+                outcomes += [Outcome(r, "unsent", f"gave up after {tries + 1} attempts: "
+                                     f"{answer.again[i]}")
+                             for i, r in enumerate(batch) if i in answer.again]
+            return outcomes
 
         async def worker() -> None:
             while (batch := await queue.get()) is not None:

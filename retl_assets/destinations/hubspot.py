@@ -1,9 +1,17 @@
-"""HubSpot CRM v3: batch upsert by a unique property, batch archive by HubSpot's own id.
+"""HubSpot CRM v3: batch upsert by a unique property, batch update and archive by HubSpot's
+own id, and v4 default associations to other objects' records.
 
 100 inputs a request; a rolling 10-second limit (100 requests on Free/Starter, 190 on
 Professional/Enterprise) and a daily one. One invalid input refuses a whole upsert batch
 (400 VALIDATION_ERROR), so the engine splits to isolate it; a 207 multi-status names the
 failed inputs in `errors[].context.ids`. 429 comes without Retry-After: the next window.
+
+A record retl already wrote is updated by its HubSpot id, not upserted by its unique value:
+when the value itself changes (a new email), an upsert would create a second contact. If
+the id is gone (merged or deleted in HubSpot), the record is upserted by its value again.
+Associations follow each delivered batch: the other records' ids are read by their unique
+value (batch/read), then linked (batch/associate/default); a record whose other side is not
+in HubSpot yet is rejected with that reason and retried next run.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ import json
 import httpx
 from pydantic import Field
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from dataclasses import replace
+
+from retl_assets.destinations.base import Answer, Capabilities, Exchange, Record, status_answer
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
-from retl_assets.mapping import Literal, Raw, Rules, Tree
+from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
 from retl_assets.state.engine import quote
@@ -24,9 +34,12 @@ from retl_assets.state.store import DEST_ID
 
 BASE_URL = "https://api.hubapi.com"
 ACTIONS = {"hubspot": ("upsert", MIRROR, "archive")}
+ASSOCIATES = {"hubspot"}
 MAX_INPUTS = 100
 REQUEST_BYTES = 3 * 1024 * 1024  # HubSpot refuses bodies over a few MB
 DEFAULT_MATCH = {"contacts": "email", "companies": "domain"}
+SIDE = "_associate"  # values for associations ride in the payload; stripped before sending
+NOT_FOUND = "OBJECT_NOT_FOUND"
 
 
 class HubSpotConfig(DestinationBase):
@@ -65,9 +78,11 @@ class HubSpotDestination:
         return client.build_request("GET", f"{self.base_url}/crm/v3/objects/contacts",
                                     params={"limit": 1}, headers=self._headers)
 
-    def post(self, client: httpx.AsyncClient, path: str, records: list[Record]) -> httpx.Request:
-        body = ('{"inputs":[' + ",".join(r.payload for r in records) + "]}").encode()
-        return client.build_request("POST", f"{self.base_url}{path}", content=body,
+    def post(self, client: httpx.AsyncClient, path: str, body: dict | list[str]) -> httpx.Request:
+        """A JSON body, or `{"inputs": [...]}` around payloads that are JSON text already."""
+        content = (json.dumps(body) if isinstance(body, dict)
+                   else '{"inputs":[' + ",".join(body) + "]}")
+        return client.build_request("POST", f"{self.base_url}{path}", content=content.encode(),
                                     headers=self._headers)
 
 
@@ -84,6 +99,10 @@ class HubSpotWriter:
             raise ProjectError(f"syncs.{sync_name}.match: give the one unique HubSpot property "
                                f"to upsert {self.object} by, e.g. {{email: email_column}}")
         self.id_property, self.id_column = next(iter((match or {"": ""}).items()))
+        # (other object, its unique property, model column)
+        self.associations = [(obj, *next(iter(m.items())))
+                             for obj, m in (sync.associations or {}).items()]
+        self._found: dict[str, dict[str, str]] = {}  # object -> unique value -> HubSpot id
 
     def operations(self) -> dict[str, str]:
         if self._sync.action == MIRROR:
@@ -92,14 +111,19 @@ class HubSpotWriter:
             return {"deleted": "archive"}
         return {change: "upsert" for change in self._sync.selects if change != "deleted"}
 
+    def route(self, operation: str, dest_id: str | None) -> str:
+        """A record retl wrote before goes by its HubSpot id (its email may have changed)."""
+        return "update" if operation == "upsert" and dest_id else operation
+
     def rules(self, operation: str) -> Rules:
         return Rules(top_level=frozenset({"properties"}), container="properties")
 
     def payload(self, operation: str, mapped: Tree) -> Tree:
         if operation == "archive":
             return {("id",): Raw(DEST_ID)}
+        side = {(SIDE, obj): Column(column) for obj, _, column in self.associations}
         return {("idProperty",): Literal(self.id_property),
-                ("id",): Raw(f"CAST({quote(self.id_column)} AS VARCHAR)"), **mapped}
+                ("id",): Raw(f"CAST({quote(self.id_column)} AS VARCHAR)"), **mapped, **side}
 
     def needs_dest_id(self, operation: str) -> bool:
         return operation == "archive"
@@ -113,8 +137,19 @@ class HubSpotWriter:
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
-        return self._dest.post(client, f"/crm/v3/objects/{self.object}/batch/{operation}",
-                               records)
+        path = f"/crm/v3/objects/{self.object}/batch/{operation}"
+        if operation == "archive" or (operation == "upsert" and not self.associations):
+            return self._dest.post(client, path, [r.payload for r in records])
+        inputs = []
+        for r in records:
+            item = json.loads(r.payload)
+            item.pop(SIDE, None)
+            if operation == "update":
+                # The unique value becomes a property: that is how an email changes.
+                properties = {**item.get("properties", {}), self.id_property: item["id"]}
+                item = {"id": r.dest_id, "properties": properties}
+            inputs.append(item)
+        return self._dest.post(client, path, {"inputs": inputs})
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         if response.status_code == 429:
@@ -124,22 +159,111 @@ class HubSpotWriter:
         failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
         if failed or operation == "archive":
             return failed or Answer("ok")
-        return self._results(_json(response), records)
-
-    def _results(self, body: dict, records: list[Record]) -> Answer:
-        # Results come in no promised order: match them to inputs by the unique value.
+        if operation == "update":
+            position = {str(r.dest_id): i for i, r in enumerate(records)}
+            return self._results(_json(response), position, "id")
         position = {json.loads(r.payload)["id"].lower(): i for i, r in enumerate(records)}
+        return self._results(_json(response), position, self.id_property)
+
+    def _results(self, body: dict, position: dict[str, int], by: str) -> Answer:
+        # Results come in no promised order: match them to inputs by id or unique value.
         answer = Answer("ok")
         for result in body.get("results", []):
-            value = str((result.get("properties") or {}).get(self.id_property, "")).lower()
-            if value in position:
-                answer.ids[position[value]] = str(result.get("id"))
+            value = result.get("id") if by == "id" else (result.get("properties") or {}).get(by)
+            if str(value or "").lower() in position:
+                answer.ids[position[str(value).lower()]] = str(result.get("id"))
         for error in body.get("errors", []):
             message = f"{error.get('category', '')}: {error.get('message', '')}".strip(": ")
             for value in (error.get("context") or {}).get("ids", []):
                 if str(value).lower() in position:
                     answer.rejected[position[str(value).lower()]] = message
         return answer
+
+    async def follow_up(self, call: Exchange, operation: str, records: list[Record],
+                        answer: Answer) -> None:
+        """After a delivered batch: upsert what an update could not find, then associate."""
+        if operation == "update":
+            await self._upsert_gone(call, records, answer)
+        if self.associations and operation in ("upsert", "update"):
+            for obj, prop, _ in self.associations:
+                await self._associate(call, obj, prop, records, answer)
+
+    async def _upsert_gone(self, call: Exchange, records: list[Record], answer: Answer) -> None:
+        for i in [i for i, e in answer.rejected.items() if e.startswith(NOT_FOUND)]:
+            again = [replace(records[i], operation="upsert", dest_id=None)]
+            result = await call("upsert", lambda c: self.request(c, "upsert", again),
+                                lambda response: self.read(response, "upsert", again))
+            del answer.rejected[i]
+            answer.ids.pop(i, None)
+            if result.kind != "ok" or 0 in result.rejected or 0 not in result.ids:
+                answer.rejected[i] = result.rejected.get(0) or result.error or "not upserted"
+            else:
+                answer.ids[i] = result.ids[0]
+
+    async def _associate(self, call: Exchange, obj: str, prop: str, records: list[Record],
+                         answer: Answer) -> None:
+        wanted: dict[int, str] = {}
+        for i, r in enumerate(records):
+            value = (json.loads(r.payload).get(SIDE) or {}).get(obj)
+            if value not in (None, "") and i in answer.ids and i not in answer.rejected:
+                wanted[i] = str(value)
+        found = self._found.setdefault(obj, {})
+        unknown = sorted({v.lower() for v in wanted.values()} - set(found))
+        for start in range(0, len(unknown), MAX_INPUTS):
+            chunk = unknown[start:start + MAX_INPUTS]
+            body = {"idProperty": prop, "properties": [prop],
+                    "inputs": [{"id": v} for v in chunk]}
+            result = await call("read", lambda c: self._dest.post(
+                c, f"/crm/v3/objects/{obj}/batch/read", body),
+                lambda response: self._found_ids(response, obj, prop))
+            if result.kind != "ok":
+                for i, value in wanted.items():
+                    if value.lower() in chunk:
+                        answer.rejected[i] = f"looking up {obj} by {prop}: {result.error}"
+        pairs: dict[int, str] = {}
+        for i, value in wanted.items():
+            if i in answer.rejected:
+                continue
+            if value.lower() not in found:
+                answer.rejected[i] = (f"association: no {obj} record with {prop} {value!r} in "
+                                      f"HubSpot yet")
+            else:
+                pairs[i] = found[value.lower()]
+        items = list(pairs.items())
+        for start in range(0, len(items), MAX_INPUTS):
+            chunk = items[start:start + MAX_INPUTS]
+            body = {"inputs": [{"from": {"id": answer.ids[i]}, "to": {"id": to}}
+                               for i, to in chunk]}
+            path = f"/crm/v4/associations/{self.object}/{obj}/batch/associate/default"
+            result = await call("associate", lambda c: self._dest.post(c, path, body),
+                                lambda response: self._association_errors(response, chunk,
+                                                                          answer))
+            if result.kind != "ok":
+                for i, _ in chunk:
+                    answer.rejected[i] = f"associating with {obj}: {result.error}"
+
+    def _found_ids(self, response: httpx.Response, obj: str, prop: str) -> Answer:
+        failed = status_answer(response)
+        if failed:
+            return failed
+        for result in _json(response).get("results", []):
+            value = (result.get("properties") or {}).get(prop)
+            if value:
+                self._found[obj][str(value).lower()] = str(result.get("id"))
+        return Answer("ok")
+
+    def _association_errors(self, response: httpx.Response, chunk: list[tuple[int, str]],
+                            answer: Answer) -> Answer:
+        failed = status_answer(response)
+        if failed:
+            return failed
+        by_from = {answer.ids[i]: i for i, _ in chunk}
+        for error in _json(response).get("errors", []):
+            for from_id in (error.get("context") or {}).get("fromId", []):
+                if str(from_id) in by_from:
+                    answer.rejected[by_from[str(from_id)]] = (
+                        f"association: {error.get('message', error.get('category', ''))}")
+        return Answer("ok")
 
 
 def _json(response: httpx.Response) -> dict:

@@ -41,3 +41,9 @@ def actions(kind: str) -> tuple[str, ...]:
     m = module(kind)
     assert m is not None
     return m.ACTIONS[kind]
+
+
+def associates(kind: str) -> bool:
+    """Whether the destination links records to other objects' records (`associations`)."""
+    m = module(kind)
+    return kind in getattr(m, "ASSOCIATES", ())

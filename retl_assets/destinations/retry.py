@@ -12,6 +12,13 @@ def backoff(attempt: int, base: float = 0.25, cap: float = 20.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** attempt))
 
 
+def rate_limit_wait(window: float, in_a_row: int) -> float:
+    """Wait after a 429 without Retry-After: the vendor's window, doubling up to 8 windows
+    for 429s in a row, plus up to a quarter more so workers do not return together."""
+    delay = window * min(2 ** in_a_row, 8)
+    return delay * random.uniform(1.0, 1.25)
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait, from `Retry-After` given as seconds or as an HTTP date."""
     if not value:

@@ -36,6 +36,9 @@ MAX_RECORDS = 200  # per sObject Collections request
 # KB each stay far below this.
 REQUEST_BYTES = 6 * 1024 * 1024
 RECORD_CHARS = 400_000  # Bulk API 2.0's limit per record; fields are 32,000 each
+# Per-record errors that pass: another transaction held the row; the record lands when sent
+# again (Salesforce's own advice for UNABLE_TO_LOCK_ROW is to retry).
+TRANSIENT = frozenset({"UNABLE_TO_LOCK_ROW"})
 CONCURRENCY_WAIT_S = 2.0  # Salesforce says nothing of when a concurrent slot frees
 
 
@@ -166,6 +169,8 @@ class SalesforceWriter:
                     answer.ids[i] = str(result["id"])
             elif operation == "delete" and codes and codes <= set(GONE):
                 continue  # deleted before: what the delete wanted
+            elif _passing(errors):
+                answer.again[i] = record_error(errors)  # lands when sent again
             else:
                 answer.rejected[i] = record_error(errors)
         return answer
@@ -202,6 +207,14 @@ class SalesforceWriter:
         """Deliver through Bulk API 2.0 jobs: same contract as delivery.deliver()."""
         return deliver_bulk(self, records, on_outcomes, max_retries=max_retries,
                             timeout_s=timeout_s)
+
+
+def _passing(errors: list) -> bool:
+    """A lock held elsewhere, also when a flow or trigger wraps it in its own error code."""
+    found = [e for e in errors if isinstance(e, dict)]
+    return bool(found) and all(e.get("statusCode") in TRANSIENT
+                               or any(t in str(e.get("message", "")) for t in TRANSIENT)
+                               for e in found)
 
 
 def connect(name: str, config: SalesforceConfig) -> SalesforceDestination:

@@ -1,5 +1,6 @@
-"""The CleverTap emulator's account: profiles by identity, events, and the per-record checks
-of the upload API with CleverTap's record error codes (developer.clevertap.com/docs/api-errors).
+"""The CleverTap emulator's account: profiles by identity, events, deletes, and the
+per-record checks of the upload API with CleverTap's record error codes
+(developer.clevertap.com/docs/api-errors).
 
 Not thread-safe: the emulator calls it under its lock.
 """
@@ -102,7 +103,7 @@ class CleverTapAccount:
         self.profiles: dict[str, dict[str, Any]] = {}  # "identity:<value>" -> profile
         self.events: list[dict[str, Any]] = []
         self.counts = {"profiles_created": 0, "profiles_updated": 0, "events_uploaded": 0,
-                       "records_failed": 0}
+                       "records_failed": 0, "delete_requests": 0, "profiles_deleted": 0}
 
     def store(self, record: dict[str, Any]) -> None:
         who = _identity(record)
@@ -118,6 +119,14 @@ class CleverTapAccount:
         profile["profileData"].update(copy.deepcopy(record["profileData"]))
         profile["ts"] = ts
         self.counts["profiles_created" if new else "profiles_updated"] += 1
+
+    def delete(self, field: str, values: list[str]) -> None:
+        """Remove the profiles `field` (identity or objectId) names; unknown ones are no
+        error."""
+        self.counts["delete_requests"] += 1
+        for value in values:
+            if self.profiles.pop(f"{field}:{value}", None) is not None:
+                self.counts["profiles_deleted"] += 1
 
     def profile_map(self) -> dict[str, dict[str, Any]]:
         """{identity value: profileData} of profiles identified by `identity`, plus the others

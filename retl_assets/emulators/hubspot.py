@@ -1,5 +1,6 @@
-"""Local emulator of HubSpot's CRM v3 objects API (batch upsert and archive, reads) and the
-v4 default associations, enforcing the contract in docs/vendor-contracts.md section 1.
+"""Local emulator of HubSpot's CRM v3 objects API (batch upsert, update, read and archive;
+reads of one record or a page) and the v4 default associations, enforcing the contract in
+docs/vendor-contracts.md section 1.
 
 What a client meets here, in order (common.py runs the first four):
 1. faults.dead -> 503; faults.latency_ms; 2. `Authorization: Bearer <token>` else 401
@@ -219,6 +220,18 @@ class HubSpotEmulator(BaseEmulator):
             object_type = self.crm.object_type(request.path_params["object"])
             return self.crm.archive(object_type, body, self._violation)
 
+    async def read_batch(self, request: Request, faults: Faults) -> Reply:
+        body = await _json(request)
+        with self._lock:
+            object_type = self.crm.object_type(request.path_params["object"])
+            return self.crm.read_batch(object_type, body, self._violation)
+
+    async def update(self, request: Request, faults: Faults) -> Reply:
+        body = await _json(request)
+        with self._lock:
+            object_type = self.crm.object_type(request.path_params["object"])
+            return self.crm.update(object_type, body, faults, self._violation)
+
     async def read_one(self, request: Request, faults: Faults) -> Reply:
         query = request.query_params
         with self._lock:
@@ -310,6 +323,8 @@ def build_hubspot_app(emulator: HubSpotEmulator) -> Starlette:
     routes: list[BaseRoute] = [
         Route(f"{objects}/batch/upsert", api(emulator.upsert), methods=["POST"]),
         Route(f"{objects}/batch/archive", api(emulator.archive), methods=["POST"]),
+        Route(f"{objects}/batch/read", api(emulator.read_batch), methods=["POST"]),
+        Route(f"{objects}/batch/update", api(emulator.update), methods=["POST"]),
         Route(objects, api(emulator.read_page), methods=["GET"]),
         Route(f"{objects}/{{id}}", api(emulator.read_one), methods=["GET"]),
         Route(

@@ -346,6 +346,91 @@ class CrmStore:
             result["objectWriteTraceId"] = item.trace_id
         return result
 
+    # -- batch read and update -----------------------------------------------------------------
+
+    def read_batch(self, object_type: str, body: Any, violation: Violation) -> Reply:
+        """Records by HubSpot id or by a unique property; 207 names the values not found."""
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not all(
+            isinstance(i, dict) and _is_id(i.get("id")) for i in inputs
+        ):
+            violation("batch/read body is not {inputs: [{id}]}")
+            raise invalid_input("expected {'inputs': [{'id': ...}]}")
+        self._check_size(inputs, violation)
+        id_property = body.get("idProperty") or "hs_object_id"
+        self._check_unique(object_type, id_property, violation)
+        started = now_iso()
+        results, missing = [], []
+        for item in inputs:
+            key = str(item["id"])
+            rid = key if id_property == "hs_object_id" else self._index[object_type].get(
+                (id_property, self._norm(id_property, key)))
+            if rid is not None and self._live(object_type, rid):
+                results.append(self.public(object_type, self.records[object_type][rid]))
+            else:
+                missing.append(key)
+        reply: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if missing:
+            reply.update(numErrors=1, errors=[self._not_found(object_type, missing)])
+        reply.update(startedAt=started, completedAt=now_iso())
+        return Reply(207 if missing else 200, reply)
+
+    def update(self, object_type: str, body: Any, faults: Faults, violation: Violation) -> Reply:
+        """Batch update by HubSpot id (no idProperty) or a unique property. Never creates:
+        ids that name no live record come back in a 207 as OBJECT_NOT_FOUND (emulator choice
+        of shape, after batch/read's; HubSpot documents 200 or 207 for batch/update)."""
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if isinstance(inputs, list) and any(
+            isinstance(i, dict) and i.get("idProperty") == "hs_object_id" for i in inputs
+        ):
+            violation("batch/update with idProperty hs_object_id (send the id alone)")
+            raise error(400, "Unable to perform update/upsert by non-unique "
+                        f"{OBJECT_TYPE_IDS.get(object_type, object_type)} property hs_object_id",
+                        "VALIDATION_ERROR")  # fmt: skip
+        started = now_iso()
+        parsed = self._parse_upsert(object_type, body, violation)
+        found, missing = [], []
+        for item in parsed:
+            rid = item.id if item.id_property == "hs_object_id" else self._index[
+                object_type].get((item.id_property, item.properties[item.id_property]))
+            if rid is not None and self._live(object_type, rid):
+                item.id, item.id_property = rid, "hs_object_id"
+                found.append(item)
+            else:
+                missing.append(item.id)
+        problems = {i.index: self._problems(object_type, i, faults) for i in found}
+        problems = {index: details for index, details in problems.items() if details}
+        if problems and not self.multi_status:
+            self.counts["inputs_refused"] += len(parsed)
+            details = [d for index in sorted(problems) for d in problems[index]]
+            raise error(400, property_errors(details), "VALIDATION_ERROR")
+        results = [self._apply(object_type, i) for i in found if i.index not in problems]
+        errors = [self._input_error(i, problems[i.index]) for i in found if i.index in problems]
+        if missing:
+            errors.append(self._not_found(object_type, missing))
+        reply: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if errors:
+            self.counts["inputs_refused"] += len(problems) + len(missing)
+            reply.update(numErrors=len(errors), errors=errors)
+        reply.update(startedAt=started, completedAt=now_iso())
+        return Reply(207 if errors else 200, reply)
+
+    def _not_found(self, object_type: str, ids: list[str]) -> dict[str, Any]:
+        name = {"contacts": "CONTACT", "companies": "COMPANY"}.get(object_type, object_type)
+        return {
+            "status": "error",
+            "category": "OBJECT_NOT_FOUND",
+            "message": f"Could not get some {name} objects, they may be deleted or not exist. "
+                       "Check that ids are valid.",
+            "context": {"ids": ids},
+        }  # fmt: skip
+
+    def _check_size(self, inputs: list, violation: Violation) -> None:
+        if len(inputs) > MAX_BATCH_INPUTS:
+            violation(f"{len(inputs)} inputs in one batch (limit {MAX_BATCH_INPUTS})")
+            raise error(400, f"Batch of {len(inputs)} inputs is larger than the limit of "
+                        f"{MAX_BATCH_INPUTS}", "VALIDATION_ERROR")  # fmt: skip
+
     # -- archive ------------------------------------------------------------------------------
 
     def archive(self, object_type: str, body: Any, violation: Violation) -> Reply:
@@ -394,12 +479,15 @@ class CrmStore:
                 })  # fmt: skip
                 continue
             self.associations[(from_type, from_id, to_type, to_id)] = type_id
-            results.append({
-                "from": {"id": from_id},
-                "to": {"id": to_id},
-                "associationSpec": {"associationCategory": "HUBSPOT_DEFINED",
-                                    "associationTypeId": type_id},
-            })  # fmt: skip
+            # HubSpot answers each pair in both directions, each with its own type id.
+            reverse = DEFAULT_ASSOCIATION_TYPES.get((to_type, from_type), type_id)
+            for (a, b), kind in (((from_id, to_id), type_id), ((to_id, from_id), reverse)):
+                results.append({
+                    "from": {"id": a},
+                    "to": {"id": b},
+                    "associationSpec": {"associationCategory": "HUBSPOT_DEFINED",
+                                        "associationTypeId": kind},
+                })  # fmt: skip
         if single and errors:
             # A lone PUT has nothing to partially succeed; emulator choice: refuse it.
             raise error(400, errors[0]["message"], "VALIDATION_ERROR",

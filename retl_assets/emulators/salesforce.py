@@ -97,6 +97,7 @@ class SalesforceEmulator(BaseEmulator):
         bulk_records_per_day: int = 150_000_000,
         max_body_bytes: int = 6 * 1024 * 1024,
         max_upload_bytes: int = 100 * 1024 * 1024,
+        lock_rate: float = 0.0,
         faults: Faults | None = None,
         seed: int = 0,
     ) -> None:
@@ -110,6 +111,9 @@ class SalesforceEmulator(BaseEmulator):
         self.bulk_records_per_day = bulk_records_per_day
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
+        # Fraction of records answered UNABLE_TO_LOCK_ROW (another transaction holds them):
+        # transient, the same record lands when sent again.
+        self.lock_rate = lock_rate
         self.org = Org(objects=dict(objects)) if objects is not None else Org()
         self.jobs: dict[str, IngestJob] = {}
         self._window = RateWindow(daily_limit, day_seconds)
@@ -319,6 +323,9 @@ class SalesforceEmulator(BaseEmulator):
             if faults.poisons(v):
                 extra.append(error("FIELD_CUSTOM_VALIDATION_EXCEPTION",
                                    "Value refused by the emulator's poison fault"))
+            if self.lock_rate and self._rng.random() < self.lock_rate:
+                extra.append(error("UNABLE_TO_LOCK_ROW",
+                                   "unable to obtain exclusive access to this record"))
             extras.append(extra)
         return extras
 

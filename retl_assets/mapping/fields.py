@@ -67,6 +67,12 @@ def plan(sync_name: str, sync: SyncConfig, model: str, columns: dict[str, str],
                     f"{model!r} (columns: {', '.join(columns)})"
                 )
             pairs.append((field, Column(src)))
+    for obj, match in (sync.associations or {}).items():
+        for field, src in match.items():
+            if src not in columns:
+                raise ProjectError(
+                    f"syncs.{sync_name}.associations.{obj}.{field}: column {src!r} is not in "
+                    f"model {model!r} (columns: {', '.join(columns)})")
     tree: Tree = {}
     for field, expr in pairs:
         path = tuple(field.split("."))

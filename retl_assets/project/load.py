@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from retl_assets.errors import ProjectError
-from retl_assets.destinations.registry import actions
+from retl_assets.destinations.registry import actions, associates
 from retl_assets.project.schema import (
     MIRROR,
     EnvRef,
@@ -160,6 +160,9 @@ def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model
                 f"{where}: syncs.{name}.action: {kind} offers {', '.join(offered)}, "
                 f"not {s.action!r}"
             )
+        if s.associations and not associates(kind):
+            raise ProjectError(f"{where}: syncs.{name}.associations: {kind} has no associations "
+                               f"between records (hubspot has)")
         if s.action == MIRROR and s.records is not None:
             raise ProjectError(f"{where}: syncs.{name}.records: `mirror` sends added, updated "
                                "and deleted rows; leave `records` out")

@@ -208,6 +208,10 @@ class SyncConfig(Strict):
     object: str | None = Field(None, description="the destination's object, e.g. contacts")
     match: dict[str, str] | None = Field(None, description="destination field: model column")
     mapping: dict[str, FieldSource] | None = None
+    associations: dict[str, dict[str, str]] | None = Field(
+        None, description="link each record to another object's record: "
+                          "{object: {its unique field: model column}}, e.g. "
+                          "{companies: {domain: company_domain}}")
     skip_nulls: bool = Field(False, description="a NULL column leaves the field untouched")
     on_invalid: Literal["reject", "skip"] = "reject"
     enabled: bool = True
@@ -220,6 +224,15 @@ class SyncConfig(Strict):
             return ("added", "updated", "deleted")
         return {"added": ("added",), "updated": ("updated",), "deleted": ("deleted",)}.get(
             self.records or "", ("added", "updated"))
+
+    @field_validator("associations")
+    @classmethod
+    def _one_match_each(cls, associations: dict[str, dict[str, str]] | None):
+        for obj, match in (associations or {}).items():
+            if len(match) != 1:
+                raise ValueError(f"associations.{obj}: give one unique field of {obj} and the "
+                                 f"model column holding its value, e.g. {{domain: company_domain}}")
+        return associations
 
     @field_validator("mapping")
     @classmethod

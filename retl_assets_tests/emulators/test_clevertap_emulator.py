@@ -164,4 +164,74 @@ def test_make_app_reads_account_passcode_pairs_and_a_concurrency_limit() -> None
     app = make_app("clevertap", {"A:p1", "A:p2", "B:q"}, Faults(), (5, 1.0))
     emulator = app.state.emulator
     assert emulator.accounts == {"A": {"p1", "p2"}, "B": {"q"}}
-    assert emulator.max_concurrent == 5
+    assert (emulator.max_concurrent, emulator.max_concurrent_deletes) == (5, 3)
+    assert make_app("clevertap", None, Faults(), (2, 1.0)).state.emulator \
+        .max_concurrent_deletes == 2
+
+
+# -- Delete User Profile: POST /1/delete/profiles.json ----------------------------------------
+
+
+def delete(client: httpx.Client, body: Any, **kw: Any) -> httpx.Response:
+    return client.post("/1/delete/profiles.json", json=body, **kw)
+
+
+def test_delete_removes_profiles_by_identity_or_guid(serve: Serve) -> None:
+    client, emulator = serve()
+    upload(client, profile("u1", Name="A"), profile("u2", Name="B"), profile("u3", Name="C"),
+           {"type": "profile", "objectId": "ct-9", "ts": TS, "profileData": {"Name": "D"}})
+    answer = delete(client, {"identity": ["u1", "u2", "nobody"]})
+    assert answer.status_code == 200 and answer.json()["status"] == "success"
+    assert delete(client, {"identity": "u3"}).status_code == 200  # a single value
+    assert delete(client, {"guid": ["ct-9"]}).status_code == 200
+    assert emulator.profiles() == {}
+    stats = emulator.state()["stats"]
+    assert (stats["delete_requests"], stats["profiles_deleted"]) == (3, 4)
+    assert stats["delete_sizes"] == [3, 1, 1]
+
+
+def test_delete_needs_the_account_id_and_passcode(serve: Serve) -> None:
+    client, emulator = serve()
+    upload(client, profile("u1", Name="A"))
+    refused = httpx.post(f"{client.base_url}/1/delete/profiles.json",
+                         headers={"X-CleverTap-Account-Id": ACCOUNT,
+                                  "X-CleverTap-Passcode": "wrong"}, json={"identity": ["u1"]})
+    assert refused.status_code == 401 and "wrong" not in refused.text
+    assert list(emulator.profiles()) == ["u1"]
+
+
+def test_a_delete_takes_one_kind_of_id_and_at_most_a_hundred(serve: Serve) -> None:
+    client, emulator = serve()
+    upload(client, profile("u1", Name="A"))
+    for body in ({}, {"identity": ["u1"], "guid": ["ct-1"]}, {"identity": []},
+                 {"identity": [1, 2]}, {"identity": [f"u{n}" for n in range(101)]}):
+        answer = delete(client, body)
+        assert answer.status_code == 400 and answer.json()["status"] == "fail", body
+    assert client.post("/1/delete/profiles.json", content=b"{not json").status_code == 400
+    assert list(emulator.profiles()) == ["u1"]
+    reasons = [v["reason"] for v in emulator.state()["stats"]["contract_violations"]]
+    assert len(reasons) == 6 and "more than 100 values in one delete" in reasons
+    assert delete(client, {"identity": [f"u{n}" for n in range(100)]}).status_code == 200
+
+
+def test_more_than_three_deletes_in_flight_answer_429_apart_from_uploads(serve: Serve) -> None:
+    client, emulator = serve(faults=Faults(latency_ms=500))
+
+    async def burst() -> tuple[list[httpx.Response], list[httpx.Response]]:
+        async with httpx.AsyncClient(base_url=str(client.base_url), headers=HEADERS,
+                                     timeout=10) as ac:
+            uploads = [ac.post("/1/upload", json={"d": [profile(f"u{n}", Name="x")]})
+                       for n in range(15)]
+            deletes = [ac.post("/1/delete/profiles.json", json={"identity": [f"d{n}"]})
+                       for n in range(5)]
+            answers = await asyncio.gather(*uploads, *deletes)
+            return answers[:15], answers[15:]
+
+    uploads, deletes = asyncio.run(burst())
+    assert [a.status_code for a in uploads] == [200] * 15  # their own limit of 15
+    assert sorted(a.status_code for a in deletes) == [200, 200, 200, 429, 429]
+    limited = next(a for a in deletes if a.status_code == 429)
+    assert limited.json()["error"] == "Too many concurrent requests"
+    stats = emulator.state()["stats"]
+    assert (stats["max_in_flight"], stats["max_deletes_in_flight"]) == (15, 5)
+    assert stats["rate_limited"] == 2

@@ -259,7 +259,9 @@ def test_associations_single_and_batch(serve: Serve) -> None:
     )  # fmt: skip
     assert batch.status_code == 200
     answer = batch.json()
-    assert [r["from"]["id"] for r in answer["results"]] == [bo]
+    # Each pair comes back in both directions, each with its own type id.
+    assert [(r["from"]["id"], r["associationSpec"]["associationTypeId"])
+            for r in answer["results"]] == [(bo, 279), (acme_id, 280)]
     assert answer["numErrors"] == 1 and answer["errors"][0]["context"]["fromId"] == ["424242"]
 
     unknown = client.put(f"/crm/v4/objects/contacts/424242/associations/default/companies/{acme_id}")
@@ -269,6 +271,47 @@ def test_associations_single_and_batch(serve: Serve) -> None:
          "associationTypeId": 279}
         for c in sorted([ann, bo])
     ]  # fmt: skip
+
+
+def test_batch_read_by_unique_property_names_what_it_did_not_find(serve: Serve) -> None:
+    client, _ = serve()
+    acme = upsert(client, COMPANIES, {"id": "acme.com", "idProperty": "domain", "properties": {}})
+    acme_id = acme.json()["results"][0]["id"]
+    read = client.post(f"{COMPANIES}/batch/read", json={
+        "idProperty": "domain", "properties": ["domain"],
+        "inputs": [{"id": "ACME.com"}, {"id": "nowhere.io"}]})
+    assert read.status_code == 207
+    body = read.json()
+    assert [(r["id"], r["properties"]["domain"]) for r in body["results"]] == [(acme_id, "acme.com")]
+    assert body["errors"][0]["category"] == "OBJECT_NOT_FOUND"
+    assert body["errors"][0]["context"]["ids"] == ["nowhere.io"]
+    found = client.post(f"{COMPANIES}/batch/read", json={"inputs": [{"id": acme_id}]})
+    assert found.status_code == 200 and found.json()["results"][0]["id"] == acme_id
+    too_many = client.post(f"{COMPANIES}/batch/read",
+                           json={"inputs": [{"id": str(i)} for i in range(101)]})
+    assert too_many.status_code == 400
+
+
+def test_batch_update_by_id_changes_the_unique_value_and_never_creates(serve: Serve) -> None:
+    client, emulator = serve()
+    ann = upsert(client, CONTACTS, contact("a@x.io", firstname="Ann")).json()["results"][0]["id"]
+    update = client.post(f"{CONTACTS}/batch/update", json={"inputs": [
+        {"id": ann, "properties": {"email": "ann@new.io", "firstname": "Anna"}},
+        {"id": "424242", "properties": {"firstname": "Ghost"}}]})
+    assert update.status_code == 207
+    body = update.json()
+    assert [r["id"] for r in body["results"]] == [ann]
+    assert body["errors"][0]["category"] == "OBJECT_NOT_FOUND"
+    assert body["errors"][0]["context"]["ids"] == ["424242"]
+    records = emulator.records("contacts")
+    assert list(records) == [ann]
+    assert records[ann]["properties"]["email"] == "ann@new.io"
+    # The new address now finds the same record; the old one finds nothing.
+    assert client.get(f"{CONTACTS}/ann@new.io", params={"idProperty": "email"}).json()["id"] == ann
+    assert client.get(f"{CONTACTS}/a@x.io", params={"idProperty": "email"}).status_code == 404
+    by_object_id = client.post(f"{CONTACTS}/batch/update", json={"inputs": [
+        {"id": ann, "idProperty": "hs_object_id", "properties": {}}]})
+    assert by_object_id.status_code == 400
 
 
 def test_ten_second_window_answers_the_documented_429(serve: Serve) -> None:
