@@ -17,6 +17,7 @@ from retl_assets.errors import (
     ModelError,
     ProjectError,
     RetlError,
+    SetupError,
     SourceError,
     UnreachableError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "RetlError",
     "RetlProjectComponent",
     "RetlTranslator",
+    "SetupError",
     "SourceError",
     "UnreachableError",
     "build_retl_definitions",

@@ -7,6 +7,7 @@
     ├── LeaseHeldError          another run of the same model holds the model's lease
     └── DestinationError        delivery failed as a whole
         ├── AuthError           the destination refused the credentials (terminal)
+        ├── SetupError          the destination says the sync's setup is wrong (terminal)
         └── UnreachableError    the destination could not be reached after retries
 
 Whether to retry is decided by the class, never by matching strings.
@@ -41,6 +42,12 @@ class DestinationError(RetlError):
 
 class AuthError(DestinationError):
     """The destination refused the credentials; retrying cannot help."""
+
+
+class SetupError(DestinationError):
+    """The destination refuses every record alike because of how the sync is set up (no such
+    object, field or workspace); retrying cannot help until the project or the account
+    changes."""
 
 
 class UnreachableError(DestinationError):

@@ -83,6 +83,11 @@ def test_connection(name: str) -> tuple[bool, str]:
             response = client.send(request)
         except httpx.TransportError as e:
             return False, f"{name}: cannot reach {where}: {type(e).__name__}"
+    particular = getattr(dest, "check_answer", None)
+    meaning = particular(response) if particular else None
+    if meaning is not None:
+        ok, what = meaning
+        return ok, f"{name}: {what}"
     status = response.status_code
     if 200 <= status < 300:
         return True, f"{name}: credentials accepted by {where}"

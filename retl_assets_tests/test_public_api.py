@@ -16,7 +16,7 @@ def test_public_names_are_pinned():
     assert sorted(retl_assets.__all__) == sorted([
         "AuthError", "DestinationError", "LeaseHeldError", "ModelError", "Project",
         "ProjectError", "RetlAssetData", "RetlError", "RetlProjectComponent", "RetlTranslator",
-        "SourceError", "UnreachableError", "build_retl_definitions", "build_retl_specs",
+        "SetupError", "SourceError", "UnreachableError", "build_retl_definitions", "build_retl_specs",
         "load_project",
     ])
 

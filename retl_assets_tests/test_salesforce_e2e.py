@@ -150,6 +150,38 @@ def test_locked_rows_are_sent_again_within_the_run(workspace, salesforce):
     assert 2 < requests < 20
 
 
+def test_a_field_the_org_lacks_fails_the_run_naming_it_and_commits_nothing(workspace,
+                                                                             monkeypatch):
+    from retl_assets.emulators.salesforce_org import SObjectType
+
+    contact = SObjectType("Contact", "003", frozenset({"LastName"}), fields=frozenset(
+        {"Email", "FirstName", "LastName", "Plan__c"}))
+    emu, server = serve(workspace, monkeypatch, objects={"Contact": contact})
+    path = workspace.root / "retl.yaml"
+    path.write_text(path.read_text().replace("Plan__c: plan", "Plan_Typo__c: plan"))
+    with server:
+        run = workspace.sync()
+    assert run.status == "failure"
+    assert any("destination 'sfdc' refused the sync's setup" in e and "Plan_Typo__c" in e
+               for e in run.errors), run.errors
+    assert emu.records("Contact") == {}
+    assert workspace.store.sync_state(SYNC).cursor is None
+
+
+def test_test_connection_tells_a_spent_org_limit_from_a_bad_token(workspace, monkeypatch):
+    from retl_assets.inspect import test_connection
+
+    emu, server = serve(workspace, monkeypatch, daily_limit=1)
+    monkeypatch.setenv("RETL_PROJECT", str(workspace.root / "retl.yaml"))
+    with server:
+        assert test_connection("sfdc")[0]  # uses the one request of the day
+        ok, said = test_connection("sfdc")
+        assert not ok and "token is good" in said and "REQUEST_LIMIT_EXCEEDED" in said
+        monkeypatch.setenv("SALESFORCE_TOKEN", "wrong")
+        ok, said = test_connection("sfdc")
+        assert not ok and "refused the credentials" in said
+
+
 def add_rows(ws, n: int) -> None:
     ws.sql(f"""INSERT INTO contacts SELECT 'bulk-' || i, 'bulk' || i || '@example.com', 'B',
                'free', 1, TIMESTAMP '2026-01-01' FROM range({n}) t(i)""")

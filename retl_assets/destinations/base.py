@@ -52,7 +52,8 @@ class Answer:
     """How one request went, in terms the engine acts on."""
 
     # stop: the vendor's quota for the day (or org) is spent; nothing more is sent this run
-    kind: Literal["ok", "retry", "refused", "auth", "stop"]
+    # setup: the sync's object, field or workspace does not exist there; the run fails
+    kind: Literal["ok", "retry", "refused", "auth", "stop", "setup"]
     error: str | None = None
     retry_after: float | None = None  # seconds, from the vendor
     rejected: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor error
@@ -117,6 +118,9 @@ class Destination(Protocol):
     def check_request(self, client: httpx.Client) -> httpx.Request:
         """The vendor's cheapest read-only call, to test the credentials."""
         ...
+
+    # Optional: check_answer(response) -> (ok, what it means) | None, for answers to
+    # check_request that mean something particular at this vendor (e.g. a spent quota).
 
 
 def status_answer(response: httpx.Response, retry_after: float | None = None) -> Answer | None:

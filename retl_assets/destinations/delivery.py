@@ -3,7 +3,7 @@
 Records arrive as a stream; they are cut into requests by count and bytes, sent by a few
 workers under the destination's concurrency and rate limits, and every record ends in one
 outcome: delivered, rejected (the vendor refused it) or unsent (retries ran out). Auth
-failures and a dead endpoint stop the whole delivery at once.
+failures, a setup the vendor refuses and a dead endpoint stop the whole delivery at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 
 from retl_assets.destinations.base import Answer, Capabilities, Record, Writer
 from retl_assets.destinations.retry import backoff, rate_limit_wait
-from retl_assets.errors import AuthError, UnreachableError
+from retl_assets.errors import AuthError, SetupError, UnreachableError
 
 MAX_RATE_LIMIT_WAIT_S = 900.0  # waiting out 429s is normal; only this much in total
 
@@ -162,6 +162,9 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                 if answer.kind == "auth":
                     raise AuthError(f"destination {dest.destination!r} refused the credentials: "
                                     f"{answer.error}")
+                if answer.kind == "setup":
+                    raise SetupError(f"destination {dest.destination!r} refused the sync's "
+                                     f"setup: {answer.error}")
                 if answer.retry_after is not None or response.status_code == 429:
                     report.rate_limited += 1
                     delay = answer.retry_after

@@ -90,6 +90,14 @@ class SalesforceDestination:
     def check_request(self, client: httpx.Client) -> httpx.Request:
         return client.build_request("GET", f"{self.base}/limits", headers=self.headers)
 
+    def check_answer(self, response: httpx.Response) -> tuple[bool, str] | None:
+        if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
+            return False, ("the token is good, but the org's API request limit is spent "
+                           "(REQUEST_LIMIT_EXCEEDED); syncs wait until it frees up")
+        if response.status_code == 404:
+            return False, (f"no REST API at {self.base} (check instance_url and api_version)")
+        return None
+
 
 class SalesforceWriter:
     def __init__(self, dest: SalesforceDestination, sync_name: str, sync: SyncConfig):
@@ -195,7 +203,7 @@ class SalesforceWriter:
         if status == 404 or (status == 400 and code == "INVALID_FIELD"):
             # The object, the external id field or a mapped field does not exist: no record
             # of this sync can land until the project or the org changes.
-            return Answer("stop", error=f"{self.object}/{self.id_field}: {text}")
+            return Answer("setup", error=f"{self.object}/{self.id_field}: {text}")
         answer = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
         if answer and text:
             answer.error = text
