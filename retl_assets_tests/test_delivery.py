@@ -118,6 +118,48 @@ def test_429_waits_for_retry_after_and_is_not_a_failure():
     assert calls[1] - calls[0] >= 0.3
 
 
+def test_429_without_retry_after_waits_the_vendor_window_then_longer():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        return httpx.Response(429) if len(calls) <= 2 else httpx.Response(200)
+
+    caps = Capabilities(records_per_request=10, bytes_per_request=10_000, bytes_per_record=100,
+                        default_retry_after_s=0.2)
+    report = deliver(FakeWriter(caps), records(3), lambda o: None,
+                     transport=httpx.MockTransport(handler))
+    assert report.delivered == 3 and report.rate_limited == 2
+    first, second = calls[1] - calls[0], calls[2] - calls[1]
+    assert 0.2 <= first < 0.3 and 0.4 <= second < 0.55  # the window, then twice it
+
+
+def test_records_the_vendor_asks_for_again_are_resent_alone_until_they_land():
+    tries: dict[str, int] = {}
+
+    class Locked(FakeWriter):
+        def read(self, response, operation, records):
+            answer = Answer("ok")
+            for i, r in enumerate(records):
+                tries[r.key] = tries.get(r.key, 0) + 1
+                if r.key in ("k2", "k5") and tries[r.key] < 3:
+                    answer.again[i] = "UNABLE_TO_LOCK_ROW"
+            return answer
+
+    caps = Capabilities(records_per_request=10, bytes_per_request=10_000, bytes_per_record=100)
+    writer = Locked(caps)
+    outcomes = []
+    report = deliver(writer, records(8), outcomes.extend,
+                     transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    assert report.delivered == 8 and report.unsent == 0
+    assert [n for _, _, n in writer.seen] == [8, 2, 2]  # then only the locked two, twice
+    assert tries == {**{f"k{i}": 1 for i in range(8)}, "k2": 3, "k5": 3}
+    tries.clear()
+    stuck = deliver(Locked(caps), [Record("m9", "k2", "{}", "upsert")], outcomes.extend,
+                    max_retries=0, transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    assert stuck.unsent == 1 and "UNABLE_TO_LOCK_ROW" in outcomes[-1].error
+
+
 def test_a_spent_quota_stops_sending_and_keeps_everything_owed():
     calls = []
 
