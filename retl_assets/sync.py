@@ -149,7 +149,8 @@ def _apply_rate_override(writer: Writer, dest_config) -> None:
     if override is None:
         return
     limit = None if override == "off" else override
-    writer.capabilities = replace(writer.capabilities, rate_limit=limit, operation_limits={})
+    writer.capabilities = replace(writer.capabilities, rate_limit=limit, operation_limits={},
+                                  byte_rate=None)
 
 
 def _changes(operations: dict[str, str], operation: str) -> list[str]:

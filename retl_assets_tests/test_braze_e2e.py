@@ -125,6 +125,25 @@ def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, b
     assert braze_users(braze) == model_users(workspace)
 
 
+def test_a_batch_of_only_bad_rows_is_rejected_row_by_row_in_one_request(workspace, braze):
+    # With no valid object Braze answers 400 "Valid data must be provided...", still naming
+    # each object: every row is rejected from that one answer, no batch is halved.
+    workspace.sql("UPDATE contacts SET email = 'bad-' || id")
+    run = workspace.sync()
+    s = run.syncs["contacts_to_braze"]
+    assert run.status == "success", run.errors
+    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (300, 0, 300, 300)
+    assert braze.state()["stats"]["status"] == {"400": 4}  # 300 rows, 75 a request
+    assert braze.records() == {}
+    owed = workspace.owed("contacts_to_braze")
+    assert owed["u000001"] == "rejected: Invalid 'email' value: 'bad-u000001' is not a " \
+                              "valid email address"
+    workspace.sql("UPDATE contacts SET email = 'user' || id || '@example.com'")
+    fixed = workspace.sync()
+    assert fixed.syncs["contacts_to_braze"]["owed"] == 0
+    assert braze_users(braze) == model_users(workspace)
+
+
 def test_a_wrong_key_stops_at_once_and_commits_nothing(workspace, braze, monkeypatch):
     monkeypatch.setenv("BRAZE_API_KEY", "wrong")
     run = workspace.sync()

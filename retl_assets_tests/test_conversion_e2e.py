@@ -55,8 +55,8 @@ syncs:
     records: added
     match: {{userId: contact_id}}
     mapping:
-      event_name: name
-      timestamp: occurred_at
+      event: name                      # the event's name: Conversion's required `event`
+      timestamp: occurred_at           # ISO 8601
       eventId: id                      # a repeated eventId updates the event in place
   subscriptions_to_cnv:
     model: subscriptions
@@ -125,7 +125,7 @@ def test_events_and_custom_objects_attach_to_the_synced_contacts(workspace, conv
     assert events.status == "success", events.errors
     assert events.syncs["events_to_cnv"]["succeeded"] == 50
     by_cnv = {c["cnvContactId"]: c["userId"] for c in conversion.contacts().values()}
-    got = {e["eventId"]: (by_cnv[e["cnvContactId"]], e["event_name"])
+    got = {e["eventId"]: (by_cnv[e["cnvContactId"]], e["event"])
            for e in conversion.events().values()}
     assert got == {str(i): (c, n) for i, c, n in workspace.sql(
         "SELECT id, contact_id, name FROM events")}
@@ -139,6 +139,28 @@ def test_events_and_custom_objects_attach_to_the_synced_contacts(workspace, conv
     ids = {c["userId"]: c["cnvContactId"] for c in conversion.contacts().values()}
     assert all(o["relationships"] == {ids[i.removeprefix("sub-")]: {"role": "owner"}}
                for i, o in objects.items())
+
+
+def test_failed_events_are_rejected_from_their_results_without_failing_the_rest(
+        workspace, conversion):
+    # Events never create contacts: those of a contact Conversion does not hold fail in
+    # their own result (success: false) while the request and the other events succeed.
+    assert workspace.sync().status == "success"
+    orphans = {str(i) for (i,) in workspace.sql(
+        "SELECT id FROM events ORDER BY id LIMIT 3")}
+    workspace.sql(f"UPDATE events SET contact_id = 'nobody' "
+                  f"WHERE id IN ({', '.join(repr(i) for i in orphans)})")
+    before = conversion.state()["stats"]["status"].get("200", 0)
+    run = workspace.sync("events")
+    s = run.syncs["events_to_cnv"]
+    assert run.status == "success", run.errors
+    assert (s["sent"], s["succeeded"], s["failed"]) == (50, 47, 3)
+    assert conversion.state()["stats"]["status"].get("200", 0) - before == 1  # no splits
+    owed = workspace.owed("events_to_cnv", key="id")
+    assert {str(k) for k in owed} == orphans
+    assert all(e == "rejected: contact_not_found: no contact matches userId or email"
+               for e in owed.values()), owed
+    assert len(conversion.events()) == 47
 
 
 def test_invalid_emails_are_rejected_one_by_one_and_land_once_fixed(workspace, conversion):

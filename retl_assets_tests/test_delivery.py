@@ -67,6 +67,25 @@ def test_rate_limiter_never_starts_more_than_n_in_a_window():
     assert all(b - a >= 0.2 - 1e-3 for a, b in zip(starts, starts[5:]))
 
 
+def test_a_byte_rate_holds_requests_back_by_their_size():
+    # 1,200 bytes in any 0.3 s: requests of ~550 bytes go two at a time per window.
+    caps = Capabilities(records_per_request=10, bytes_per_request=10_000, bytes_per_record=100,
+                        max_concurrency=4, byte_rate=(1200, 0.3))
+    arrivals, sizes = [], []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        arrivals.append(time.monotonic())
+        sizes.append(len(request.content))
+        return httpx.Response(200)
+
+    big = [Record(f"m{i}", f"k{i}", '{"x":"%s"}' % ("y" * 40), "upsert") for i in range(40)]
+    report = deliver(FakeWriter(caps), big, lambda o: None,
+                     transport=httpx.MockTransport(handler))
+    assert report.delivered == 40
+    assert all(400 < n <= 600 for n in sizes), sizes  # two fit in 1,200 bytes, three do not
+    assert all(b - a >= 0.3 - 1e-3 for a, b in zip(arrivals, arrivals[2:]))
+
+
 def test_per_operation_limits_apply_to_their_operation_only():
     caps = Capabilities(records_per_request=1, bytes_per_request=1000, bytes_per_record=1000,
                         max_concurrency=4, operation_limits={"delete": (2, 0.3)})

@@ -23,6 +23,7 @@ class Capabilities:
     bytes_per_record: int
     max_concurrency: int = 4
     rate_limit: tuple[int, float] | None = None  # (requests, per seconds), all operations
+    byte_rate: tuple[int, float] | None = None  # (request body bytes, per seconds)
     # Vendors that limit endpoints apart (e.g. updates 5/s, events 10/s): per operation.
     operation_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     # ...and that take fewer records in some calls (e.g. deletes one by one): per operation.

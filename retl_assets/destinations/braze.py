@@ -4,7 +4,11 @@
 Each instance has its own REST endpoint (https://rest.<instance>.braze.com). `/users/track`
 takes at most 75 objects a request and 3,000 requests per 3 s per workspace; it answers 201
 `{"message": "success", ...}` and names refused objects in `errors: [{type, input_array,
-index}]` while the rest are processed (per item). A malformed request is a fatal 400.
+index}]` while the rest are processed (per item). When no object is valid it answers 400
+`{"message": "Valid data must be provided in the 'attributes', 'events', or 'purchases'
+fields.", "errors": [...]}` with the same per-index list (3rd-party captures; Braze does
+not document the status): we reject the named objects there too, rather than halving a
+request whose every object is already named. Any other 400 is fatal for the request.
 `/users/delete` takes up to 50 ids of one kind and shares a 20,000 requests/minute limit.
 Every answer carries X-RateLimit-Limit/-Remaining/-Reset (epoch seconds); a 429 carries no
 documented Retry-After, so the client waits until the reset. Events are never deduplicated.
@@ -111,7 +115,8 @@ class BrazeWriter:
         self._dest = dest
         self._sync = sync
         self.id_field, self.id_column = one_identifier(
-            sync_name, sync, "Braze", IDENTITIES, "e.g. {external_id: user_id_column} or {email: email_column}")
+            sync_name, sync, "Braze", IDENTITIES,
+            "e.g. {external_id: user_id_column} or {email: email_column}")
         self.capabilities = dest.capabilities()
 
     def operations(self) -> dict[str, str]:
@@ -174,20 +179,17 @@ class BrazeWriter:
         if status == 404:
             # Braze answers 404 for a REST key it does not know.
             return Answer("auth", error=f"HTTP 404 (unknown REST API key): {response.text[:200]}")
+        if status == 400 and operation != "delete":
+            rejected = _item_errors(_json(response), ARRAYS[operation], len(records))
+            if len(rejected) == len(records):
+                # No object was valid, and Braze names each: reject them here, one request.
+                return Answer("ok", rejected=rejected)
         failed = status_answer(response, _wait(response) if status == 429 else None)
         if failed or operation == "delete":
             return failed or Answer("ok")
         # 202 {"message": "queued"} during maintenance: accepted, processed later.
-        body = _json(response)
-        answer = Answer("ok")
-        array = ARRAYS[operation]
-        for error in body.get("errors") or []:
-            if not isinstance(error, dict):
-                continue
-            index = error.get("index")
-            if (error.get("input_array") == array and isinstance(index, int)
-                    and 0 <= index < len(records)):
-                answer.rejected[index] = str(error.get("type") or "refused by Braze")
+        answer = Answer("ok", rejected=_item_errors(_json(response), ARRAYS[operation],
+                                                    len(records)))
         if operation == "attributes":
             # Braze returns no id of its own: the identifier retl wrote is what a delete uses.
             for i, r in enumerate(records):
@@ -196,6 +198,18 @@ class BrazeWriter:
                     if value:
                         answer.ids[i] = str(value)
         return answer
+
+
+def _item_errors(body: dict, array: str, n: int) -> dict[int, str]:
+    """`errors: [{type, input_array, index}]`: index in the batch -> why Braze refused it."""
+    rejected: dict[int, str] = {}
+    for error in body.get("errors") or []:
+        if not isinstance(error, dict):
+            continue
+        index = error.get("index")
+        if error.get("input_array") == array and isinstance(index, int) and 0 <= index < n:
+            rejected.setdefault(index, str(error.get("type") or "refused by Braze"))
+    return rejected
 
 
 def _wait(response: httpx.Response) -> float | None:

@@ -3,20 +3,27 @@ record endpoints in one workspace.
 
     POST {base}/v1/workspaces/{slug}/objects/{person|company}/records/bulk
          {"data": [{"type", "attributes": {"email_addresses": {"items": [...]}, ...}}]}
-    DELETE {base}/v1/workspaces/{slug}/objects/{object}/records/{id}
+    DELETE {base}/v1/workspaces/{slug}/objects/{object}/records/{id}   (UNVERIFIED)
     Authorization: api-key <KEY>
 
 Upsert matches a person on any one of its `email_addresses`, a company on any one of its
-`domains` (docs/vendor-contracts.md section 7). Clarify publishes no batch size, rate limit,
-error body or per-record bulk result: the defaults here (50 records a request, 10 requests
-a second, 4 at a time) are our conservative choice, each configurable. We read a bulk
-answer as JSON:API `{"data": [{"id", "type", "attributes"}]}` and take a 4xx as a refusal
-of the whole request, which the engine halves to find the bad record: that is correct
-whether Clarify applies a bulk all-or-nothing or not, since an upsert can be sent again.
+`domains` (docs/vendor-contracts.md section 7). The limits come from
+clarify-api-docs.vercel.app, titled "Clarify API Beta"; who owns that site is not confirmed,
+so they are probably, not certainly, Clarify's own:
+- /records/bulk takes at most 25 records and is atomic: one invalid record refuses the
+  whole batch, which the engine halves until the bad record stands alone (an upsert can be
+  sent again, so the halving is safe);
+- no strict per-second limit, but about one bulk request a second is the recommended pace
+  (and 100 reads a minute); over the limit Clarify answers 429 and mentions no
+  Retry-After, so the engine backs off from one second, doubling;
+- errors are `{"errors": [{"status", "title", "detail"}]}` (400 a duplicate, 422 invalid).
+We read a bulk answer as JSON:API `{"data": [{"id", "type", "attributes"}]}`, matched to
+the records by their unique value (the per-record body of a bulk success is unpublished).
 
 There is no bulk delete ("no way to bulk delete records today"): a delete is one request
-per record, by the Clarify id retl kept from the upsert. A project's `rate_limit: "N/S"`
-replaces our 10 a second once Clarify tells you yours.
+per record, by the Clarify id retl kept from the upsert. Their pace is unpublished: ours
+is 10 a second. A project's `rate_limit: "N/S"` replaces both paces with one (your
+workspace's own), and `batch_size` lowers the 25.
 """
 
 from __future__ import annotations
@@ -41,10 +48,10 @@ ACTIONS = {"clarify": ("upsert", MIRROR)}
 MATCH = {"person": "email_addresses", "company": "domains"}
 DEFAULT_COLUMN = {"person": "email", "company": "domain"}
 ALIASES = {"people": "person", "persons": "person", "companies": "company"}
-DEFAULT_BATCH = 50  # unpublished: our conservative choice
-MAX_BATCH = 1000  # the most a Clarify page returns; nothing larger is sensible
+MAX_BATCH = 25  # records per /records/bulk request, as published
 REQUEST_BYTES = 1024 * 1024  # unpublished: our conservative choice
-DEFAULT_RATE = (10, 1.0)  # unpublished: our conservative choice
+BULK_RATE = (1, 1.0)  # the published pace: one bulk request, then a second's pause
+DELETE_RATE = (10, 1.0)  # unpublished: our conservative choice
 
 
 class ClarifyConfig(DestinationBase):
@@ -70,13 +77,13 @@ class ClarifyDestination:
         self._headers = {"Authorization": f"api-key {api_key}",
                          "Content-Type": "application/json"}
         self.capabilities = Capabilities(
-            records_per_request=min(batch_size or DEFAULT_BATCH, MAX_BATCH),
+            records_per_request=min(batch_size or MAX_BATCH, MAX_BATCH),
             operation_batch={"delete": 1},  # no bulk delete
             bytes_per_request=REQUEST_BYTES,
             bytes_per_record=REQUEST_BYTES,
             max_concurrency=max_concurrency or 4,
-            rate_limit=DEFAULT_RATE,
-            default_retry_after_s=1.0,
+            operation_limits={"upsert": BULK_RATE, "delete": DELETE_RATE},
+            default_retry_after_s=1.0,  # a 429 without Retry-After: 1 s, then doubling
             partial_failure="whole_batch",
         )
 
@@ -165,8 +172,8 @@ class ClarifyWriter:
             return status_answer(response, retry_after) or Answer("ok")
         if status == 404:
             # Every record would be refused alike: a wrong workspace or object stops the run.
-            return Answer("auth", error=f"HTTP 404 {_errors(response)} (check the "
-                                        f"destination's workspace and the sync's object)")
+            return Answer("setup", error=f"HTTP 404 {_errors(response)} (check the "
+                                         f"destination's workspace and the sync's object)")
         failed = status_answer(response, retry_after)
         if failed:
             if failed.kind == "refused":
@@ -199,7 +206,8 @@ class ClarifyWriter:
 
 
 def _errors(response: httpx.Response) -> str:
-    """JSON:API errors as one line: "title: detail (at pointer)"."""
+    """Clarify's `{"errors": [{status, title, detail}]}` as one line: "title: detail"
+    (and " (at pointer)" should an error carry JSON:API's source.pointer)."""
     try:
         errors = response.json().get("errors")
     except (ValueError, AttributeError):

@@ -2,19 +2,24 @@
 
     POST {base}/v2/contacts/batch   {"contacts": [{email, userId, fields, companyFields}]}
          -> 200 {"data": {"results": [{success, cnvContactId, contactCreated}]}}, 1-1,000
-    POST {base}/v2/events/batch     {"events": [{userId | email, event_name, timestamp,
-                                                 eventId, data}]}, 1-200
+    POST {base}/v2/events/batch     {"events": [{userId | email, event, timestamp, eventId,
+                                                 data}]}, 1-200
+         -> 200 {"data": {processed, tracked, failed, "results": [{success, cnvEventId,
+                                                                    cnvContactId}]}}
     POST {base}/v2/objects/{type}/batch   (UNVERIFIED, see OBJECTS_PATH)
     DELETE {base}/v1/contacts/by-email/{email}
     X-API-Key: sk_live_...
 
 A contact is matched by userId first, then by email; only an email creates one. Events and
-objects never create contacts; a repeated eventId updates the event in place, so resending
-one is harmless. Each item of a batch is processed on its own and answered in its own
-result; a 400 refuses a request whole (the engine halves it to find the bad item).
-Facts are from docs/vendor-contracts.md section 8; what it marks UNVERIFIED is marked here
-too. Conversion publishes 10 requests a second for v1 and nothing for v2: we keep to 10
-(a project's `rate_limit: "N/S"` replaces it).
+objects never create contacts. An event's name is `event` (required), its `timestamp` ISO
+8601 (default: now), its properties `data`; a repeated eventId updates the event in place,
+so resending one is harmless. Each item of a batch is processed on its own and answered in
+its own result, in request order (a partial failure does not fail the request); a 400
+refuses a request whole (the engine halves it to find the bad item). Sources:
+docs.conversion.ai/api-reference/batch-track-events, .../track-event and
+.../batch-upsert-contacts (docs/vendor-contracts.md section 8); what is still UNVERIFIED
+is marked here too. Conversion publishes 10 requests a second for v1 and nothing for v2:
+we keep to 10 (a project's `rate_limit: "N/S"` replaces it).
 """
 
 from __future__ import annotations
@@ -37,9 +42,7 @@ from retl_assets.state.store import MSGID
 BASE_URL = "https://pub-api.conversion.ai/api"
 ACTIONS = {"conversion": ("upsert", "event", "object", MIRROR)}
 CONTACTS_PATH = "/v2/contacts/batch"
-# UNVERIFIED: docs.conversion.ai has a "batch track events" page, but the excerpts we have
-# show neither its path nor its field names; this path and `event_name`/`timestamp`/`data`
-# follow the seed document, and the answer's shape is our reading (see _event_errors).
+# docs.conversion.ai "Batch track events": 1-200 events, `event` names each one.
 EVENTS_PATH = "/v2/events/batch"
 # UNVERIFIED, OUR DESIGN: no custom-object endpoint was found. This one follows the v2
 # contacts batch: {"objects": [{id, userId | email, fields, relationshipFields}]} answered
@@ -48,7 +51,7 @@ OBJECTS_PATH = "/v2/objects/{type}/batch"
 DELETE_PATH = "/v1/contacts/by-email/{email}"  # v1; no v2 delete was found
 LIMITS = {"upsert": 1000, "event": 200, "object": 200}  # object: our choice (UNVERIFIED)
 REQUEST_BYTES = 4 * 1024 * 1024  # unpublished: our conservative choice
-DEFAULT_RATE = (10, 1.0)  # v1's published limit; v2 publishes none
+DEFAULT_RATE = (10, 1.0)  # v1's published limit; v2's (and its 429) are UNVERIFIED
 IDENTITY = ("userId", "email")
 
 
@@ -135,7 +138,7 @@ class ConversionWriter:
     def rules(self, operation: str) -> Rules:
         ids = frozenset({*IDENTITY, "id", "eventId"})  # sent as text whatever the column
         if operation == "event":
-            return Rules(top_level=frozenset({*IDENTITY, "event_name", "timestamp", "eventId",
+            return Rules(top_level=frozenset({*IDENTITY, "event", "timestamp", "eventId",
                                               "data"}), container="data", as_string=ids)
         if operation == "object":
             return Rules(top_level=frozenset({*IDENTITY, "id", "fields", "relationshipFields"}),
@@ -168,7 +171,8 @@ class ConversionWriter:
             checks = [(f"{missing('userId')} AND {missing('email')}",
                        "'needs userId or email to find the contact'")]
         if operation == "event":
-            checks.append((missing("event_name"), "'an event needs event_name'"))
+            checks.append((missing("event"), "'an event needs event (its name): map a column "
+                                             "to event'"))
         if operation == "object":
             checks.insert(0, (missing("id"), f"'no object id (column {self.id_column})'"))
         whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
@@ -196,11 +200,8 @@ class ConversionWriter:
             return failed
         if operation == "delete":
             return Answer("ok")
-        body = _json(response)
-        if operation == "event":
-            return Answer("ok", rejected=_event_errors(body, len(records)))
-        return _results(body, len(records), "cnvObjectId" if operation == "object"
-                        else "cnvContactId")
+        ids = {"event": "cnvEventId", "object": "cnvObjectId"}.get(operation, "cnvContactId")
+        return _results(_json(response), len(records), ids)
 
 
 def _text(column: str) -> Raw:
@@ -221,15 +222,20 @@ def _message(response: httpx.Response) -> str:
 
 
 def _failure(item: dict) -> str:
-    """An item's error; its field name is UNVERIFIED, so read `error` and `message` both."""
-    error, message = item.get("error"), item.get("message")
+    """A failed item's error. Conversion's examples show only successes, so the field's name
+    is UNVERIFIED: read `error` (text, or {code, message}), `message` and `code`."""
+    error, message, code = item.get("error"), item.get("message"), item.get("code")
     if isinstance(error, dict):
-        error, message = error.get("code"), error.get("message", message)
-    return ": ".join(str(x) for x in (error, message) if x) or "failed"
+        code = error.get("code") or code
+        message = error.get("message") or message
+        error = None
+    parts = dict.fromkeys(str(x) for x in (error, code, message) if x)  # no repeats
+    return ": ".join(parts) or "failed"
 
 
 def _results(body: dict, n: int, id_field: str) -> Answer:
-    """{data: {results: [...]}}, one result per item in request order."""
+    """{data: {results: [...]}}, one result per item in request order; an item failed when
+    its `success` is false."""
     results = (body.get("data") or {}).get("results")
     answer = Answer("ok")
     if not isinstance(results, list) or len(results) != n:
@@ -241,16 +247,6 @@ def _results(body: dict, n: int, id_field: str) -> Answer:
         elif result.get(id_field):
             answer.ids[i] = str(result[id_field])
     return answer
-
-
-def _event_errors(body: dict, n: int) -> dict[int, str]:
-    """{data: {processed, failed, errors: [{index, error, message}]}} (names UNVERIFIED)."""
-    errors = (body.get("data") or {}).get("errors") or []
-    out = {}
-    for e in errors if isinstance(errors, list) else []:
-        if isinstance(e, dict) and isinstance(e.get("index"), int) and 0 <= e["index"] < n:
-            out[e["index"]] = _failure(e)
-    return out
 
 
 def connect(name: str, config: ConversionConfig) -> ConversionDestination:

@@ -55,36 +55,40 @@ def merge(total: Report, part: Report) -> Report:
 
 
 class RateLimiter:
-    """At most `n` requests in any `window` seconds *as the vendor counts them*.
+    """At most `n` requests (or bytes: each wait names its weight) in any `window` seconds
+    *as the vendor counts them*.
 
     The vendor sees a request arrive somewhere between our start and its answer, so a slot is
     held from the start until the answer returns and only then ages out of the window: no
     window of the vendor's can hold more than `n`, however the network or the machine delays
-    requests."""
+    requests. A single weight above `n` goes alone, when nothing else is counted."""
 
     def __init__(self, n: int, window: float):
         self.n, self.window = n, window
-        self._ends: deque[float] = deque()  # when answers came back
+        self._ends: deque[tuple[float, int]] = deque()  # (when the answer came back, weight)
+        self._counted = 0  # weight of _ends
         self._in_flight = 0
         self._lock = asyncio.Lock()
 
-    async def wait(self) -> None:
+    async def wait(self, weight: int = 1) -> None:
         async with self._lock:
             while True:
                 now = time.monotonic()
-                while self._ends and now - self._ends[0] >= self.window:
-                    self._ends.popleft()
-                if len(self._ends) + self._in_flight < self.n:
-                    self._in_flight += 1
+                while self._ends and now - self._ends[0][0] >= self.window:
+                    self._counted -= self._ends.popleft()[1]
+                busy = self._counted + self._in_flight
+                if busy + weight <= self.n or busy == 0:
+                    self._in_flight += weight
                     return
                 # Wait for the oldest answer to age out, or for one in flight to come back.
-                delay = self.window - (now - self._ends[0]) if self._ends else 0.005
+                delay = self.window - (now - self._ends[0][0]) if self._ends else 0.005
                 await asyncio.sleep(max(delay, 0.001))
 
-    def release(self) -> None:
+    def release(self, weight: int = 1) -> None:
         """The answer (or the error) of a request started after `wait()` is in."""
-        self._in_flight -= 1
-        self._ends.append(time.monotonic())
+        self._in_flight -= weight
+        self._ends.append((time.monotonic(), weight))
+        self._counted += weight
 
 
 def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> Iterable[list[Record]]:
@@ -114,6 +118,7 @@ async def _deliver(dest: Writer, records: Iterable[Record],
     limiter = RateLimiter(*caps.rate_limit) if caps.rate_limit else None
     per_op = {op: RateLimiter(*limit) for op, limit in caps.operation_limits.items()}
     in_flight = {op: asyncio.Semaphore(n) for op, n in caps.operation_concurrency.items()}
+    byte_limiter = RateLimiter(*caps.byte_rate) if caps.byte_rate else None
     queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=caps.max_concurrency * 2)
     limits = httpx.Limits(max_connections=caps.max_concurrency,
                           max_keepalive_connections=caps.max_concurrency)
@@ -131,16 +136,20 @@ async def _deliver(dest: Writer, records: Iterable[Record],
             while True:
                 if stopped:
                     return Answer("stop", error=stopped[0])
-                held = [x for x in (limiter, per_op.get(op)) if x is not None]
-                for x in held:
-                    await x.wait()
+                held = [(x, 1) for x in (limiter, per_op.get(op)) if x is not None]
+                for x, weight in held:
+                    await x.wait(weight)
+                request = build(client)
+                if byte_limiter is not None:
+                    held.append((byte_limiter, len(request.content)))
+                    await byte_limiter.wait(len(request.content))
                 report.requests += 1
                 try:
                     if op in in_flight:
                         async with in_flight[op]:
-                            response = await client.send(build(client))
+                            response = await client.send(request)
                     else:
-                        response = await client.send(build(client))
+                        response = await client.send(request)
                 except httpx.TransportError as e:
                     if attempt >= max_retries:
                         raise UnreachableError(
@@ -151,8 +160,8 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                     await asyncio.sleep(backoff(attempt))
                     continue
                 finally:
-                    for x in held:
-                        x.release()
+                    for x, weight in held:
+                        x.release(weight)
                 answer = read(response)
                 if answer.kind in ("ok", "refused"):
                     return answer

@@ -45,6 +45,7 @@ MAX_RECORDS = 2000  # events per /import request, updates per /engage request
 REQUEST_BYTES = 10 * 1000 * 1000  # /import: 10 MB uncompressed (taken as decimal MB: safe)
 RECORD_BYTES = 1000 * 1000  # an event, or a profile update, under 1 MB
 TOKEN_ROOM = 80  # bytes retl adds to each /engage update ("$token": "...") after the cut
+BYTES_PER_MINUTE = 2 * 1024 ** 3  # of uncompressed JSON, over a rolling minute, per project
 EVENTS_PER_MINUTE = 1_800_000  # "~30k events per second", over a rolling minute, per project
 BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 60.0
 
@@ -105,6 +106,8 @@ class MixpanelDestination:
             # window = events a window / events a request, over a window a little longer
             # than the vendor's so that queueing on the way never tips its window over.
             rate_limit=(max(1, rate_limit[0] // records), rate_limit[1] * 1.02 + 0.25),
+            # ...and 2 GB of JSON a minute, which large events reach before the event count.
+            byte_rate=(BYTES_PER_MINUTE, 60 * 1.02 + 0.25),
             default_retry_after_s=BACKOFF_START_S,
             deduplicates=True,  # /import drops a repeated $insert_id
             partial_failure="per_item",

@@ -9,7 +9,10 @@ What a client meets here, in order (common.py runs the first four):
 5. the endpoint. /users/track refuses a malformed request or more than 75 objects with a
    fatal 400 `{message, errors}`; otherwise each object is checked alone, the bad ones are
    listed in `errors: [{type, input_array, index}]` and the rest are applied (201
-   `{"message": "success", "attributes_processed", "events_processed", "errors"?}`).
+   `{"message": "success", "attributes_processed", "events_processed", "errors"?}`). When
+   no object is valid the answer is 400 `{"message": "Valid data must be provided in the
+   'attributes', 'events', or 'purchases' fields.", "errors": [...]}` with the same list
+   (3rd-party captures show it; the status is Segment's mocks', Braze documents none).
    `faults.reject_invalid_batches` turns any per-object error into a fatal 400.
    /users/delete takes up to 50 ids of one kind and answers 201 `{"deleted": n}`.
 
@@ -51,6 +54,8 @@ DELETE_KINDS = {"external_ids": "external_id", "user_aliases": "user_alias",
                 "braze_ids": "braze_id", "email_addresses": "email", "phone_numbers": "phone"}
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 NEEDS_ID = "'external_id', 'braze_id', 'user_alias', 'email' or 'phone' is required"
+NO_VALID_DATA = ("Valid data must be provided in the 'attributes', 'events', or 'purchases' "
+                 "fields.")
 
 
 class BrazeEmulator(BaseEmulator):
@@ -150,8 +155,7 @@ class BrazeEmulator(BaseEmulator):
                               "a /users/track array is not a list")
         total = sum(len(a) for a in arrays.values())
         if total == 0:
-            raise self._fatal("Valid data must be provided in the 'attributes', 'events', or "
-                              "'purchases' fields.", "empty /users/track request")
+            raise self._fatal(NO_VALID_DATA, "empty /users/track request")
         if total > self.max_objects:
             raise self._fatal("Max Input Length Exceeded",
                               f"{total} objects in one request (limit {self.max_objects})")
@@ -160,6 +164,10 @@ class BrazeEmulator(BaseEmulator):
                   if (problem := _problem(name, item, faults))]
         if errors and faults.reject_invalid_batches:
             raise Refused(400, {"message": errors[0]["type"], "errors": errors})
+        if len(errors) == total:  # nothing to process: fatal, the objects still named
+            with self._lock:
+                self.stats["objects_refused"] += len(errors)
+            raise Refused(400, {"message": NO_VALID_DATA, "errors": errors})
         bad = {(e["input_array"], e["index"]) for e in errors}
         processed: dict[str, int] = {}
         with self._lock:

@@ -1,21 +1,27 @@
 """Local emulator of Clarify's JSON:API record endpoints in one workspace, enforcing
-docs/vendor-contracts.md section 7 and, where Clarify publishes nothing, the limits our
-client chose (destinations/clarify.py).
+docs/vendor-contracts.md section 7: what clarify-api-docs.vercel.app ("Clarify API Beta",
+owner not confirmed) publishes, and where nothing is published, what our client chose
+(destinations/clarify.py), marked "emulator choice".
 
 What a client meets here, in order (common.py runs the first four):
 1. faults.dead -> 503; faults.latency_ms;
 2. `Authorization: api-key <KEY>` else 401 (a Bearer token is for OAuth apps: refused here);
-3. the rate limit (emulator choice: 10 requests a second, as our client's default) -> 429
-   with a JSON:API error and Retry-After;
-4. injected 429s and 500s;
+3. the pace, each kind of call in its own window -> 429 with a JSON:API error and no
+   Retry-After (Clarify mentions none):
+   - bulk writes: 1 a second, Clarify's recommended pace (which it does not say it
+     enforces; refusing the next one is the strict reading);
+   - reads (GET): 100 a minute, as published;
+   - single-record deletes: 10 a second (emulator choice, as our client's default);
+4. injected 429s (also without Retry-After) and 500s;
 5. the workspace slug and object (404 for another), then the endpoint:
-   - POST /objects/{object}/records/bulk: at most `max_bulk` records (413 over it); each
-     needs `type` equal to the object and `attributes`; a person's `email_addresses` and a
-     company's `domains` are `{items: [...]}` of valid values; a person's `name` is
-     {full_name, first_name, last_name}. Any invalid record refuses the whole request with
-     422 (409 for conflicts), one JSON:API error per problem with its `source.pointer`.
-     Otherwise each record updates the person/company holding any one of its values, or
-     creates one, and the answer lists the resources in input order;
+   - POST /objects/{object}/records/bulk: at most `max_bulk` (25) records, else 422; each
+     needs `type` equal to the object, `attributes` and no `id`; a person's
+     `email_addresses` and a company's `domains` are `{items: [...]}` of valid values; a
+     person's `name` is {full_name, first_name, last_name}. The batch is atomic: any
+     invalid record refuses the whole request with 422 (400 for a duplicate: values
+     matching two records), errors `{"errors": [{status, title, detail}]}`. Otherwise each
+     record updates the person/company holding any one of its values, or creates one, and
+     the answer lists the resources in input order;
    - DELETE /objects/{object}/records/{id}: 204, or 404 for an unknown id (no bulk delete);
    - GET /objects/{object}/records/{id}, GET /objects/{object}/resources (paged reads),
      GET /schemas (the credential check).
@@ -24,6 +30,7 @@ What a client meets here, in order (common.py runs the first four):
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,11 +49,12 @@ from retl_assets.emulators.common import (
     Reply,
     base_stats,
     emulator_app,
-    seconds_header,
 )
 
-DEFAULT_RATE = (10, 1.0)  # Clarify publishes none; ours, matching the client's default
-DEFAULT_BULK = 50  # likewise
+DEFAULT_RATE = (1, 1.0)  # bulk writes: the published pace, one request a second
+DELETE_RATE = (10, 1.0)  # single-record deletes: unpublished; emulator choice, as the client's
+READ_RATE = (100, 60.0)  # reads, as published
+DEFAULT_BULK = 25  # records per bulk request, as published
 
 
 class ClarifyEmulator(BaseEmulator):
@@ -55,6 +63,7 @@ class ClarifyEmulator(BaseEmulator):
     keys: accepted API keys; None or empty accepts any non-empty key.
     workspace: the slug the API answers for; others are 404.
     attributes: per object, the attributes that exist; None accepts any.
+    rate_limit, delete_rate, read_rate: (requests, seconds) of bulk writes, deletes, reads.
     """
 
     def __init__(
@@ -64,6 +73,8 @@ class ClarifyEmulator(BaseEmulator):
         workspace: str = "acme",
         attributes: dict[str, set[str]] | None = None,
         rate_limit: tuple[int, float] = DEFAULT_RATE,
+        delete_rate: tuple[int, float] = DELETE_RATE,
+        read_rate: tuple[int, float] = READ_RATE,
         max_bulk: int = DEFAULT_BULK,
         faults: Faults | None = None,
         seed: int = 0,
@@ -74,13 +85,17 @@ class ClarifyEmulator(BaseEmulator):
         self.rate_limit = rate_limit
         self.max_bulk = max_bulk
         self.store = Workspace(attributes)
-        self._window = RateWindow(*rate_limit)
+        self._windows = {"write": RateWindow(*rate_limit), "DELETE": RateWindow(*delete_rate),
+                         "GET": RateWindow(*read_rate)}
         self._clear()
 
     def _clear(self) -> None:
         self.store.clear()
-        self._window.clear()
-        self.stats = {**base_stats(), "bulk_requests": 0, "rate_limited": 0}
+        for window in self._windows.values():
+            window.clear()
+        # max_requests_in_window: bulk writes, the published pace.
+        self.stats = {**base_stats(), "bulk_requests": 0, "rate_limited": 0,
+                      "max_deletes_in_window": 0, "max_reads_in_window": 0}
 
     # -- Python API for in-process tests ------------------------------------------------------
 
@@ -101,21 +116,27 @@ class ClarifyEmulator(BaseEmulator):
         key = key.strip()
         if scheme.lower() != "api-key" or not key or (self.keys and key not in self.keys):
             raise refused(401, "Unauthorized", "missing or invalid API key")
-        wait = self._arrive(self._window)
-        if wait is not None:
-            raise self._limited(wait)
+        window = self._windows.get(request.method, self._windows["write"])
+        with self._lock:
+            limited = window.arrive(time.monotonic()) is not None
+            self.stats["max_requests_in_window"] = self._windows["write"].max_seen
+            self.stats["max_deletes_in_window"] = self._windows["DELETE"].max_seen
+            self.stats["max_reads_in_window"] = self._windows["GET"].max_seen
+            if limited:
+                self.stats["rate_limited"] += 1
+        if limited:
+            raise self._limited()
         return {}
 
     def _injected_429(self, faults: Faults, headers: dict[str, str]) -> Refused:
-        return self._limited(faults.retry_after)
+        return self._limited()  # faults.retry_after is unused: Clarify sends no Retry-After
 
     def _fault_body(self, status: int) -> Any:
         title = "Service Unavailable" if status == 503 else "Internal Server Error"
-        return {"errors": [{"status": str(status), "title": title}]}
+        return {"errors": [{"status": status, "title": title}]}
 
-    def _limited(self, wait: float) -> Refused:
-        return refused(429, "Too Many Requests", "rate limit exceeded, retry later",
-                       headers={"Retry-After": seconds_header(wait)})
+    def _limited(self) -> Refused:
+        return refused(429, "Too Many Requests", "rate limit exceeded, back off and retry")
 
     def _object(self, request: Request) -> str:
         slug = request.path_params["slug"]
@@ -184,6 +205,7 @@ def build_clarify_app(emulator: ClarifyEmulator) -> Starlette:
 
 def make_app(kind: str, keys: set[str] | None, faults: Faults,
              rate_limit: tuple[int, float] | None):
-    """The app `retl emulate clarify` serves (workspace slug "acme")."""
-    extra = {"rate_limit": rate_limit} if rate_limit else {}
+    """The app `retl emulate clarify` serves (workspace slug "acme"). `rate_limit` paces
+    every write, bulk and delete alike, as a project's `rate_limit` paces our client."""
+    extra = {"rate_limit": rate_limit, "delete_rate": rate_limit} if rate_limit else {}
     return build_clarify_app(ClarifyEmulator(keys or None, faults=faults, **extra))

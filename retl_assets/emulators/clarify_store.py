@@ -2,9 +2,11 @@
 any one of their email addresses or domains, and the JSON:API shapes of their records.
 
 No HTTP here: clarify.py parses requests, holds the lock and calls in; errors leave as
-`Refused` carrying a JSON:API error document. Facts come from docs/vendor-contracts.md
-section 7; what Clarify does not publish (error bodies, the bulk answer, atomicity) is
-marked "emulator choice".
+`Refused` carrying Clarify's error document, `{"errors": [{status, title, detail}]}`.
+Facts come from docs/vendor-contracts.md section 7 (clarify-api-docs.vercel.app: bulk
+takes 25 records and is atomic; 400 a duplicate, 404 an unknown id, 422 invalid); what
+Clarify does not publish (the bulk answer, which status an oversized bulk gets, the
+titles other than "Validation Error") is marked "emulator choice".
 """
 
 from __future__ import annotations
@@ -29,9 +31,13 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+INVALID = "Validation Error"  # Clarify's published title for a 422
+
+
 def problem(status: int, title: str, detail: str, pointer: str | None = None) -> dict[str, Any]:
-    """One JSON:API error object."""
-    error: dict[str, Any] = {"status": str(status), "title": title, "detail": detail}
+    """One error object. Clarify's example carries status (a number), title and detail;
+    `source.pointer` (JSON:API's) is emulator choice, and our client does not need it."""
+    error: dict[str, Any] = {"status": status, "title": title, "detail": detail}
     if pointer:
         error["source"] = {"pointer": pointer}
     return error
@@ -65,42 +71,46 @@ class Workspace:
     # -- bulk upsert --------------------------------------------------------------------------
 
     def bulk_upsert(self, obj: str, body: Any, max_records: int, faults: Faults) -> Reply:
-        """Validate every record, then apply all of them or none (emulator choice: Clarify
-        does not say whether a bulk is atomic; all-or-nothing is the stricter reading)."""
+        """Validate every record, then apply all of them or none: Clarify's bulk is atomic,
+        one invalid record refuses the batch."""
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list) or not data:
             raise refused(400, "Bad Request", "expected {data: [{type, attributes}, ...]}",
                           "/data")
         if len(data) > max_records:
-            raise refused(413, "Payload Too Large",
-                          f"{len(data)} records, more than {max_records} in one request", "/data")
+            # Emulator choice of status: Clarify publishes the limit, not its refusal.
+            raise refused(422, INVALID, f"{len(data)} records, more than {max_records} in "
+                          f"one bulk request", "/data")
         errors = []
         for i, item in enumerate(data):
             errors += self._invalid(obj, item, i, faults)
         if not errors:
             errors = self._conflicts(obj, data)
         if errors:
-            status = 409 if all(e["status"] == "409" for e in errors) else 422
+            status = 400 if all(e["status"] == 400 for e in errors) else 422
             raise Refused(status, {"errors": errors})
         return Reply(200, {"data": [self._upsert(obj, item["attributes"]) for item in data]})
 
     def _invalid(self, obj: str, item: Any, i: int, faults: Faults) -> list[dict[str, Any]]:
         at = f"/data/{i}"
         if not isinstance(item, dict) or not isinstance(item.get("attributes"), dict):
-            return [problem(422, "Invalid record", "a record is {type, attributes}", at)]
+            return [problem(422, INVALID, "a record is {type, attributes}", at)]
+        if "id" in item:  # published: an id in a POST body is a 422
+            return [problem(422, INVALID, "id must not be sent when creating or upserting",
+                            f"{at}/id")]
         if item.get("type") != obj:
-            return [problem(409, "Conflict",
+            return [problem(422, INVALID,
                             f"type {item.get('type')!r} does not match the endpoint's {obj!r}",
                             f"{at}/type")]
         attrs = item["attributes"]
         errors = []
         if faults.poisons(item):
-            errors.append(problem(422, "Invalid attribute", "value refused (poison)", at))
+            errors.append(problem(422, INVALID, "value refused (poison)", at))
         known = (self.attributes or {}).get(obj)
         for name in attrs:
             if known is not None and name not in known and name != UNIQUE.get(obj):
-                errors.append(problem(422, "Unknown attribute", f"{obj} has no attribute "
-                                      f"{name!r}", f"{at}/attributes/{name}"))
+                errors.append(problem(422, INVALID, f"{obj} has no attribute {name!r}",
+                                      f"{at}/attributes/{name}"))
         unique = UNIQUE.get(obj)
         if unique:
             errors += _collection(obj, unique, attrs.get(unique), f"{at}/attributes/{unique}")
@@ -114,8 +124,9 @@ class Workspace:
         for i, item in enumerate(data if unique else []):
             ids = self._matches(obj, item["attributes"][unique]["items"])
             if len(ids) > 1:
+                # Published: a duplicate (an email or domain collision) is a 400.
                 detail = f"{unique} match more than one {obj}: {', '.join(sorted(ids))}"
-                errors.append(problem(409, "Conflict", detail, f"/data/{i}/attributes/{unique}"))
+                errors.append(problem(400, "Duplicate", detail, f"/data/{i}/attributes/{unique}"))
         return errors
 
     def _matches(self, obj: str, values: list[str]) -> set[str]:
@@ -200,13 +211,13 @@ class Workspace:
 def _collection(obj: str, name: str, value: Any, at: str) -> list[dict[str, Any]]:
     items = value.get("items") if isinstance(value, dict) else None
     if not isinstance(items, list) or not items:
-        return [problem(422, "Invalid attribute", f"{name} must be {{items: [...]}} with at "
-                        f"least one value to match a {obj} on", at)]
+        return [problem(422, INVALID, f"{name} must be {{items: [...]}} with at least one "
+                        f"value to match a {obj} on", at)]
     pattern, what = (EMAIL, "email address") if obj == "person" else (DOMAIN, "domain")
     errors = []
     for j, v in enumerate(items):
         if not isinstance(v, str) or not pattern.match(v.lower()):
-            errors.append(problem(422, "Invalid attribute", f"{v!r} is not a valid {what}",
+            errors.append(problem(422, INVALID, f"{v!r} is not a valid {what}",
                                   f"{at}/items/{j}"))
     return errors
 
@@ -216,6 +227,6 @@ def _name(value: Any, at: str) -> list[dict[str, Any]]:
         return []
     if not isinstance(value, dict) or set(value) - NAME_PARTS or not all(
             v is None or isinstance(v, str) for v in value.values()):
-        return [problem(422, "Invalid attribute",
+        return [problem(422, INVALID,
                         "name is {full_name, first_name, last_name}, each a string", at)]
     return []

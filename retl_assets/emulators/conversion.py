@@ -12,8 +12,9 @@ What a client meets here, in order (common.py runs the first four):
    item is processed on its own and answered in its own result:
    - POST /v2/contacts/batch (1-1,000): match by userId, then email; only an email
      creates; invalid email, conflicting identifiers, `updateOnly` misses fail the item;
-   - POST /v2/events/batch (1-200): userId or email of an existing contact, event_name, an
-     ISO 8601 timestamp; a repeated eventId updates the event;
+   - POST /v2/events/batch (1-200): userId or email of an existing contact, `event` (the
+     name, required), an ISO 8601 timestamp; a repeated eventId updates the event; answered
+     {"data": {processed, tracked, failed, results: [{success, cnvEventId, cnvContactId}]}};
    - POST /v2/objects/{type}/batch (1-200): id, an existing contact, fields,
      relationshipFields;
    - DELETE and GET /v1/contacts/by-email/{email} (404 when there is none);

@@ -3,9 +3,9 @@ events (by eventId), custom objects (by type and id) related to contacts.
 
 No HTTP here: conversion.py parses requests, holds the lock and calls in. A whole request
 refused leaves as `Refused` with Conversion's `{"message"}` body; an item that fails gets
-its own result. Facts are from docs/vendor-contracts.md section 8; per-item error names and
-everything about events' answers and custom objects are UNVERIFIED there, and the shapes
-here are the ones our client reads (destinations/conversion.py), marked "emulator choice".
+its own result. Facts are from docs/vendor-contracts.md section 8 (events: Conversion's
+"track event" and "batch track events" pages). Still UNVERIFIED there, so marked "emulator
+choice" here: the field names of a failed item's error, and everything about custom objects.
 """
 
 from __future__ import annotations
@@ -185,28 +185,34 @@ class Account:
     # -- events -------------------------------------------------------------------------------
 
     def track(self, body: Any, faults: Faults) -> Reply:
+        """{"events": [...]} (1-200) -> 200 {"data": {processed, tracked, failed, results}},
+        one result per event in request order; a failed event does not fail the request."""
         items = body.get("events") if isinstance(body, dict) else None
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_EVENTS:
             raise bad_request(f"events must be an array of 1 to {MAX_EVENTS} events")
-        errors = []
-        for i, item in enumerate(items):
+        results = []
+        for item in items:
             try:
                 if faults.poisons(item):
                     raise ItemError("invalid_field", "value refused (poison)")
-                self._track(item)
+                event = self._track(item)
+                results.append({"success": True, "cnvEventId": event["cnvEventId"],
+                                "cnvContactId": event["cnvContactId"]})
             except ItemError as e:
                 self.counts["item_errors"] += 1
-                errors.append({"index": i, "error": e.code, "message": e.message})
-        # Emulator choice of names: vendor-contracts has "summary counts plus a per-event
-        # error list", and a partial failure does not fail the request.
-        return Reply(200, {"data": {"processed": len(items) - len(errors),
-                                    "failed": len(errors), "errors": errors}})
+                # Emulator choice: Conversion's examples show only successful results, so
+                # the name and shape of a failed result's error field are unverified.
+                results.append({"success": False,
+                                "error": {"code": e.code, "message": e.message}})
+        tracked = sum(1 for r in results if r["success"])
+        return Reply(200, {"data": {"processed": len(items), "tracked": tracked,
+                                    "failed": len(items) - tracked, "results": results}})
 
-    def _track(self, item: Any) -> None:
+    def _track(self, item: Any) -> dict[str, Any]:
         user_id, email = self._identity(item)
-        name = _text(item.get("event_name"))
-        if not name:
-            raise ItemError("missing_event_name", "event_name is required")
+        name = _text(item.get("event"))
+        if not name:  # required; the name is `event` (not event_name, not name)
+            raise ItemError("missing_event", "event is required")
         stamp = item.get("timestamp")
         if stamp is not None and not (isinstance(stamp, str) and ISO.match(stamp)):
             raise ItemError("invalid_timestamp", f"{stamp!r} is not an ISO 8601 timestamp")
@@ -215,11 +221,14 @@ class Account:
         if contact is None:  # events never create contacts
             raise ItemError("contact_not_found", "no contact matches userId or email")
         event_id = _text(item.get("eventId")) or uuid.uuid4().hex
-        event = {"eventId": event_id, "cnvContactId": contact["cnvContactId"],
-                 "event_name": name, "timestamp": stamp or now_iso(), "data": data}
-        updated = event_id in self.events  # a repeated eventId updates the event in place
+        old = self.events.get(event_id)  # a repeated eventId updates the event in place
+        event = {"eventId": event_id,
+                 "cnvEventId": old["cnvEventId"] if old else f"evt_{uuid.uuid4().hex[:16]}",
+                 "cnvContactId": contact["cnvContactId"], "event": name,
+                 "timestamp": stamp or now_iso(), "data": data}
         self.events[event_id] = event
-        self.counts["events_updated" if updated else "events_created"] += 1
+        self.counts["events_updated" if old else "events_created"] += 1
+        return event
 
     # -- custom objects (UNVERIFIED: our design, mirroring the contacts batch) ---------------
 

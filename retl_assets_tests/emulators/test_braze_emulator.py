@@ -91,6 +91,21 @@ def test_bad_objects_are_named_per_item_and_the_rest_are_applied(serve: Serve) -
     assert emulator.records() == {"u1": {"plan": "pro"}}
 
 
+def test_no_valid_object_is_a_400_that_still_names_each_one(serve: Serve) -> None:
+    client, emulator = serve()
+    answer = track(client, attributes=[{"external_id": "u1", "email": "bad"},
+                                       {"plan": "no identifier"}])
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["message"] == ("Valid data must be provided in the 'attributes', 'events', "
+                               "or 'purchases' fields.")
+    assert [(e["input_array"], e["index"]) for e in body["errors"]] == [
+        ("attributes", 0), ("attributes", 1)]
+    assert "email" in body["errors"][0]["type"]
+    assert emulator.users() == []
+    assert emulator.state()["stats"]["objects_refused"] == 2
+
+
 def test_more_than_75_objects_is_a_fatal_400_and_nothing_is_stored(serve: Serve) -> None:
     client, emulator = serve()
     answer = track(client, attributes=[{"external_id": f"u{i}"} for i in range(50)],

@@ -24,6 +24,7 @@ def serve() -> Iterator[Serve]:
 
     def _serve(key: str = KEY, **args: Any) -> tuple[httpx.Client, ClarifyEmulator]:
         args.setdefault("keys", {KEY})
+        args.setdefault("rate_limit", (100, 1.0))  # tests of the pace set their own
         emulator = ClarifyEmulator(**args)
         server = EmulatorServer(build_clarify_app(emulator)).start()
         client = httpx.Client(base_url=server.url, timeout=5,
@@ -86,6 +87,8 @@ def test_companies_match_on_any_one_of_their_domains(serve: Serve) -> None:
     [b] = bulk(client, COMPANIES, company("acme.io", industry="tools")).json()["data"]
     assert a["id"] == b["id"] and b["attributes"]["industry"] == "tools"
     assert bulk(client, COMPANIES, company("not a domain")).status_code == 422
+    with_id = bulk(client, COMPANIES, {**company("acme.com"), "id": a["id"]})
+    assert with_id.status_code == 422  # an id in a POST body
 
 
 def test_an_invalid_record_refuses_the_whole_bulk_naming_it(serve: Serve) -> None:
@@ -93,30 +96,35 @@ def test_an_invalid_record_refuses_the_whole_bulk_naming_it(serve: Serve) -> Non
     answer = bulk(client, PEOPLE, person("ok@x.io"), person("not-an-email"),
                   person("c@x.io", name="Cy"), {"type": "company", "attributes": {}})
     assert answer.status_code == 422
-    pointers = [e["source"]["pointer"] for e in answer.json()["errors"]]
+    errors = answer.json()["errors"]
+    assert [(e["status"], e["title"]) for e in errors] == [(422, "Validation Error")] * 3
+    pointers = [e["source"]["pointer"] for e in errors]
     assert pointers == ["/data/1/attributes/email_addresses/items/0",
                         "/data/2/attributes/name", "/data/3/type"]
-    assert "'not-an-email' is not a valid email address" in answer.json()["errors"][0]["detail"]
+    assert "'not-an-email' is not a valid email address" in errors[0]["detail"]
     assert emulator.records("person") == {}  # nothing applied
     assert bulk(client, PEOPLE, {"type": "person", "attributes": {"plan": "x"}}).status_code == 422
     assert client.post(f"{PEOPLE}/bulk", json={"data": {}}).status_code == 400
 
 
-def test_a_record_matching_two_people_is_a_conflict(serve: Serve) -> None:
+def test_a_record_matching_two_people_is_a_duplicate(serve: Serve) -> None:
     client, emulator = serve()
     bulk(client, PEOPLE, person("a@x.io"), person("b@x.io"))
     answer = bulk(client, PEOPLE, person("a@x.io", "b@x.io"))
-    assert answer.status_code == 409
+    assert answer.status_code == 400  # Clarify: a duplicate (email collision) is a 400
     assert "match more than one person" in answer.json()["errors"][0]["detail"]
 
 
-def test_bulk_size_and_unknown_attributes_are_enforced(serve: Serve) -> None:
-    client, _ = serve(max_bulk=2, attributes={"person": {"name", "plan"}})
-    too_many = bulk(client, PEOPLE, person("a@x.io"), person("b@x.io"), person("c@x.io"))
-    assert too_many.status_code == 413
+def test_bulk_takes_at_most_25_records_and_known_attributes(serve: Serve) -> None:
+    client, emulator = serve(attributes={"person": {"name", "plan"}})
+    too_many = bulk(client, PEOPLE, *[person(f"p{i}@x.io") for i in range(26)])
+    assert too_many.status_code == 422
+    assert "more than 25" in too_many.json()["errors"][0]["detail"]
+    assert emulator.records("person") == {}
+    assert bulk(client, PEOPLE, *[person(f"p{i}@x.io") for i in range(25)]).status_code == 200
     unknown = bulk(client, PEOPLE, person("a@x.io", shoe_size=42))
     assert unknown.status_code == 422
-    assert unknown.json()["errors"][0]["title"] == "Unknown attribute"
+    assert "no attribute 'shoe_size'" in unknown.json()["errors"][0]["detail"]
     assert bulk(client, PEOPLE, person("a@x.io", plan="pro")).status_code == 200
 
 
@@ -140,15 +148,27 @@ def test_delete_one_by_id_reads_and_pages(serve: Serve) -> None:
     assert client.get(f"{ROOT}/objects/widget/resources").status_code == 404
 
 
-def test_rate_limit_answers_429_with_retry_after(serve: Serve) -> None:
-    client, emulator = serve(rate_limit=(3, 10.0))
-    statuses = [client.get(f"{ROOT}/schemas").status_code for _ in range(5)]
-    assert statuses == [200, 200, 200, 429, 429]
-    limited = client.get(f"{ROOT}/schemas")
-    assert float(limited.headers["Retry-After"]) > 0
-    assert limited.json()["errors"][0]["status"] == "429"
+def test_one_bulk_a_second_else_429_without_retry_after(serve: Serve) -> None:
+    client, emulator = serve(rate_limit=(1, 1.0))  # Clarify's pace (the default)
+    statuses = [bulk(client, PEOPLE, person(f"p{i}@x.io")).status_code for i in range(3)]
+    assert statuses == [200, 429, 429]
+    limited = bulk(client, PEOPLE, person("late@x.io"))
+    assert limited.status_code == 429
+    assert "Retry-After" not in limited.headers  # Clarify mentions none: back off
+    assert limited.json()["errors"][0]["status"] == 429
+    assert len(emulator.records("person")) == 1
+    # Reads and deletes are paced apart from bulk writes.
+    assert client.get(f"{ROOT}/schemas").status_code == 200
     stats = emulator.state()["stats"]
-    assert stats["max_requests_in_window"] == 6 and stats["rate_limited"] == 3
+    assert stats["max_requests_in_window"] == 4 and stats["rate_limited"] == 3
+    assert stats["max_reads_in_window"] == 1
+
+
+def test_reads_are_limited_to_100_a_minute(serve: Serve) -> None:
+    client, emulator = serve()
+    statuses = [client.get(f"{ROOT}/schemas").status_code for _ in range(101)]
+    assert statuses == [200] * 100 + [429]
+    assert emulator.state()["stats"]["max_reads_in_window"] == 101
 
 
 def test_faults(serve: Serve) -> None:

@@ -109,21 +109,29 @@ def test_whole_request_limits_are_400_with_a_message(serve: Serve) -> None:
 
 def test_events_need_an_existing_contact_and_a_repeated_event_id_updates(serve: Serve) -> None:
     client, emulator = serve()
-    results(contacts(client, {"email": "a@x.io", "userId": "u1"}))
-    event = {"userId": "u1", "event_name": "Signed In", "eventId": "e1",
+    [c] = results(contacts(client, {"email": "a@x.io", "userId": "u1"}))
+    event = {"userId": "u1", "event": "Signed In", "eventId": "e1",
              "timestamp": "2026-01-02T03:04:05.000Z", "data": {"plan": "pro"}}
     answer = client.post("/v2/events/batch", json={"events": [
-        event, {"email": "nobody@x.io", "event_name": "X"}, {"userId": "u1"},
-        {"userId": "u1", "event_name": "X", "timestamp": "yesterday"}]})
-    assert answer.status_code == 200
+        event, {"email": "nobody@x.io", "event": "X"}, {"userId": "u1"},
+        {"userId": "u1", "event_name": "X"},  # the name field is `event`
+        {"userId": "u1", "event": "X", "timestamp": "yesterday"}]})
+    assert answer.status_code == 200  # a partial failure does not fail the request
     body = answer.json()["data"]
-    assert (body["processed"], body["failed"]) == (1, 3)
-    assert [(e["index"], e["error"]) for e in body["errors"]] == [
-        (1, "contact_not_found"), (2, "missing_event_name"), (3, "invalid_timestamp")]
+    assert (body["processed"], body["tracked"], body["failed"]) == (5, 1, 4)
+    first, *failed = body["results"]
+    assert first == {"success": True, "cnvEventId": first["cnvEventId"],
+                     "cnvContactId": c["cnvContactId"]} and first["cnvEventId"]
+    assert [(r["success"], r["error"]["code"]) for r in failed] == [
+        (False, "contact_not_found"), (False, "missing_event"), (False, "missing_event"),
+        (False, "invalid_timestamp")]
+    assert failed[1]["error"]["message"] == "event is required"
 
-    client.post("/v2/events/batch", json={"events": [{**event, "event_name": "Signed Out"}]})
+    again = client.post("/v2/events/batch", json={"events": [{**event, "event": "Signed Out"}]})
+    [updated] = again.json()["data"]["results"]
+    assert updated["cnvEventId"] == first["cnvEventId"]  # the same event, updated in place
     events = emulator.events()
-    assert list(events) == ["e1"] and events["e1"]["event_name"] == "Signed Out"
+    assert list(events) == ["e1"] and events["e1"]["event"] == "Signed Out"
     stats = emulator.state()["stats"]
     assert (stats["events_created"], stats["events_updated"]) == (1, 1)
 
