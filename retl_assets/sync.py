@@ -73,7 +73,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
     _apply_rate_override(writer, project.config.destinations[config.destination])
     operations = writer.operations()
     con = connect(store.root / "tmp")
-    work = None
+    work = checkpoint = None
     try:
         work, result.work = ledger.build_work(con, store, name, model.name, model.keys,
                                               tuple(operations), head, state, full_resync)
@@ -86,6 +86,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
             payloads[operation] = json_sql(writer.payload(operation, mapped), columns,
                                            writer.rules(operation), config.skip_nulls)
         done = ledger.delivered_before(store, name)
+        checkpoint = ledger.Checkpoint(store, name)
         failures: dict[str, str] = {}
         new_ids: dict[str, str] = {}
         gone: set[str] = set()
@@ -102,7 +103,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         def on_outcomes(outcomes: list[Outcome]) -> None:
             ok = [(o.record.msgid, o.dest_id) for o in outcomes if o.status == "delivered"]
             if ok:
-                ledger.checkpoint(store, name, ok)
+                checkpoint.add(ok)
             for o in outcomes:
                 if o.status == "delivered":
                     delivered(o.record.key, o.record.operation, o.dest_id)
@@ -133,10 +134,13 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         result.succeeded = report.delivered + result.resumed
         result.requests, result.retries = report.requests, report.retries
         result.rate_limited = report.rate_limited
+        checkpoint.close()
         result.owed = ledger.commit(con, store, name, work, failures, head, state, state.epoch,
                                     new_ids, gone)
         work = None
     finally:
+        if checkpoint is not None:
+            checkpoint.close()
         con.close()
         remove(work)
         result.seconds = time.monotonic() - started
