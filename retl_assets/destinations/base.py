@@ -7,6 +7,7 @@ requests and answers into per-record outcomes. The delivery engine does everythi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -122,6 +123,29 @@ class Destination(Protocol):
 
     # Optional: check_answer(response) -> (ok, what it means) | None, for answers to
     # check_request that mean something particular at this vendor (e.g. a spent quota).
+
+
+class JsonApi:
+    """What a destination that speaks one JSON API keeps: its root URL and the headers of
+    every call (credentials live only there, so repr() and logs never show them)."""
+
+    base_url: str
+    _headers: dict[str, str]
+
+    def build(self, client: httpx.AsyncClient | httpx.Client, method: str, path: str,
+              body: bytes | None = None, **kwargs) -> httpx.Request:
+        return client.build_request(method, f"{self.base_url}{path}", content=body,
+                                    headers=self._headers, **kwargs)
+
+
+def json_batch(records: list[Record], key: str | None = None, **around: object) -> bytes:
+    """The records' payloads (JSON text already) as one body: `[...]`, or `{key: [...]}`
+    with any `around` fields beside it. No payload is parsed again on the way."""
+    items = "[" + ",".join(r.payload for r in records) + "]"
+    if key is None:
+        return items.encode()
+    head = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in around.items())
+    return ("{" + head + json.dumps(key) + ":" + items + "}").encode()
 
 
 def status_answer(response: httpx.Response, retry_after: float | None = None) -> Answer | None:

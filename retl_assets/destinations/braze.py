@@ -25,7 +25,9 @@ from pydantic import model_validator
 from retl_assets.destinations.base import (
     Answer,
     Capabilities,
+    JsonApi,
     Record,
+    json_batch,
     one_identifier,
     status_answer,
 )
@@ -64,7 +66,7 @@ class BrazeConfig(DestinationBase):
 CONFIGS = {"braze": BrazeConfig}
 
 
-class BrazeDestination:
+class BrazeDestination(JsonApi):
     def __init__(self, name: str, api_key: str, base_url: str, max_concurrency: int | None = None,
                  batch_size: int | None = None):
         self.name = name
@@ -104,9 +106,6 @@ class BrazeDestination:
         return client.build_request("POST", f"{self.base_url}/users/track", json=body,
                                     headers=self._headers)
 
-    def post(self, client: httpx.AsyncClient, path: str, body: bytes) -> httpx.Request:
-        return client.build_request("POST", f"{self.base_url}{path}", content=body,
-                                    headers=self._headers)
 
 
 class BrazeWriter:
@@ -169,10 +168,9 @@ class BrazeWriter:
                     for e in ids]}
             else:
                 body = {"external_ids": ids}
-            return self._dest.post(client, "/users/delete", json.dumps(body).encode())
+            return self._dest.build(client, "POST", "/users/delete", json.dumps(body).encode())
         array = ARRAYS[operation]
-        body = ('{"' + array + '":[' + ",".join(r.payload for r in records) + "]}").encode()
-        return self._dest.post(client, "/users/track", body)
+        return self._dest.build(client, "POST", "/users/track", json_batch(records, array))
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         status = response.status_code

@@ -33,7 +33,14 @@ import json
 import httpx
 from pydantic import Field, field_validator
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    JsonApi,
+    Record,
+    json_batch,
+    status_answer,
+)
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
@@ -69,11 +76,11 @@ class ClarifyConfig(DestinationBase):
 CONFIGS = {"clarify": ClarifyConfig}
 
 
-class ClarifyDestination:
+class ClarifyDestination(JsonApi):
     def __init__(self, name: str, api_key: str, workspace: str, base_url: str | None = None,
                  max_concurrency: int | None = None, batch_size: int | None = None):
         self.name = name
-        self.root = f"{(base_url or BASE_URL).rstrip('/')}/v1/workspaces/{workspace}"
+        self.base_url = f"{(base_url or BASE_URL).rstrip('/')}/v1/workspaces/{workspace}"
         self._headers = {"Authorization": f"api-key {api_key}",
                          "Content-Type": "application/json"}
         self.capabilities = Capabilities(
@@ -88,18 +95,14 @@ class ClarifyDestination:
         )
 
     def __repr__(self) -> str:
-        return f"ClarifyDestination({self.name!r}, {self.root!r})"
+        return f"ClarifyDestination({self.name!r}, {self.base_url!r})"
 
     def writer(self, sync_name: str, sync: SyncConfig) -> ClarifyWriter:
         return ClarifyWriter(self, sync_name, sync)
 
     def check_request(self, client: httpx.Client) -> httpx.Request:
-        return client.build_request("GET", f"{self.root}/schemas", headers=self._headers)
+        return client.build_request("GET", f"{self.base_url}/schemas", headers=self._headers)
 
-    def build(self, client: httpx.AsyncClient, method: str, path: str,
-              body: bytes | None = None) -> httpx.Request:
-        return client.build_request(method, f"{self.root}{path}", content=body,
-                                    headers=self._headers)
 
 
 class ClarifyWriter:
@@ -158,8 +161,7 @@ class ClarifyWriter:
                 records: list[Record]) -> httpx.Request:
         path = f"/objects/{self.object}/records"
         if operation == "upsert":
-            body = ('{"data":[' + ",".join(r.payload for r in records) + "]}").encode()
-            return self._dest.build(client, "POST", f"{path}/bulk", body)
+            return self._dest.build(client, "POST", f"{path}/bulk", json_batch(records, "data"))
         [record] = records  # operation_batch: one delete a request
         return self._dest.build(client, "DELETE", f"{path}/{record.dest_id}")
 

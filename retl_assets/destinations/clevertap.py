@@ -27,7 +27,14 @@ from collections import defaultdict, deque
 import httpx
 from pydantic import Field
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    JsonApi,
+    Record,
+    json_batch,
+    status_answer,
+)
 from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
@@ -61,7 +68,7 @@ class CleverTapConfig(DestinationBase):
 CONFIGS = {"clevertap": CleverTapConfig}
 
 
-class CleverTapDestination:
+class CleverTapDestination(JsonApi):
     def __init__(self, name: str, account_id: str, passcode: str, base_url: str | None = None,
                  region: str = "us1", max_concurrency: int | None = None,
                  batch_size: int | None = None):
@@ -97,14 +104,11 @@ class CleverTapDestination:
                                     headers=self._headers)
 
     def upload(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
-        body = ('{"d":[' + ",".join(r.payload for r in records) + "]}").encode()
-        return client.build_request("POST", f"{self.base_url}/1/upload", content=body,
-                                    headers=self._headers)
+        return self.build(client, "POST", "/1/upload", json_batch(records, "d"))
 
     def delete(self, client: httpx.AsyncClient, key: str, values: list[str]) -> httpx.Request:
-        return client.build_request("POST", f"{self.base_url}/1/delete/profiles.json",
-                                    content=json.dumps({key: values}).encode(),
-                                    headers=self._headers)
+        return self.build(client, "POST", "/1/delete/profiles.json",
+                          json.dumps({key: values}).encode())
 
 
 class CleverTapWriter:

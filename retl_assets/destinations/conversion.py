@@ -30,7 +30,14 @@ from urllib.parse import quote as quote_url
 import httpx
 from pydantic import Field
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    JsonApi,
+    Record,
+    json_batch,
+    status_answer,
+)
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Raw, Rules, Tree
@@ -62,7 +69,7 @@ class ConversionConfig(DestinationBase):
 CONFIGS = {"conversion": ConversionConfig}
 
 
-class ConversionDestination:
+class ConversionDestination(JsonApi):
     def __init__(self, name: str, api_key: str, base_url: str | None = None,
                  max_concurrency: int | None = None, batch_size: int | None = None):
         self.name = name
@@ -97,10 +104,6 @@ class ConversionDestination:
         return client.build_request("POST", f"{self.base_url}/v2/exports/contacts",
                                     json={"limit": 1}, headers=self._headers)
 
-    def build(self, client: httpx.AsyncClient, method: str, path: str,
-              body: bytes | None = None) -> httpx.Request:
-        return client.build_request(method, f"{self.base_url}{path}", content=body,
-                                    headers=self._headers)
 
 
 class ConversionWriter:
@@ -186,8 +189,7 @@ class ConversionWriter:
             return self._dest.build(client, "DELETE", DELETE_PATH.format(email=email))
         key, path = {"upsert": ("contacts", CONTACTS_PATH), "event": ("events", EVENTS_PATH),
                      "object": ("objects", OBJECTS_PATH.format(type=self.object))}[operation]
-        body = (f'{{"{key}":[' + ",".join(r.payload for r in records) + "]}").encode()
-        return self._dest.build(client, "POST", path, body)
+        return self._dest.build(client, "POST", path, json_batch(records, key))
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         status = response.status_code

@@ -23,7 +23,15 @@ from pydantic import Field
 
 from dataclasses import replace
 
-from retl_assets.destinations.base import Answer, Capabilities, Exchange, Record, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    Exchange,
+    JsonApi,
+    Record,
+    json_batch,
+    status_answer,
+)
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
@@ -51,7 +59,7 @@ class HubSpotConfig(DestinationBase):
 CONFIGS = {"hubspot": HubSpotConfig}
 
 
-class HubSpotDestination:
+class HubSpotDestination(JsonApi):
     def __init__(self, name: str, token: str, base_url: str | None = None,
                  requests_per_10s: int = 100, max_concurrency: int | None = None,
                  batch_size: int | None = None):
@@ -77,13 +85,6 @@ class HubSpotDestination:
     def check_request(self, client: httpx.Client) -> httpx.Request:
         return client.build_request("GET", f"{self.base_url}/crm/v3/objects/contacts",
                                     params={"limit": 1}, headers=self._headers)
-
-    def post(self, client: httpx.AsyncClient, path: str, body: dict | list[str]) -> httpx.Request:
-        """A JSON body, or `{"inputs": [...]}` around payloads that are JSON text already."""
-        content = (json.dumps(body) if isinstance(body, dict)
-                   else '{"inputs":[' + ",".join(body) + "]}")
-        return client.build_request("POST", f"{self.base_url}{path}", content=content.encode(),
-                                    headers=self._headers)
 
 
 class HubSpotWriter:
@@ -139,7 +140,7 @@ class HubSpotWriter:
                 records: list[Record]) -> httpx.Request:
         path = f"/crm/v3/objects/{self.object}/batch/{operation}"
         if operation == "archive" or (operation == "upsert" and not self.associations):
-            return self._dest.post(client, path, [r.payload for r in records])
+            return self._dest.build(client, "POST", path, json_batch(records, "inputs"))
         inputs = []
         for r in records:
             item = json.loads(r.payload)
@@ -149,7 +150,7 @@ class HubSpotWriter:
                 properties = {**item.get("properties", {}), self.id_property: item["id"]}
                 item = {"id": r.dest_id, "properties": properties}
             inputs.append(item)
-        return self._dest.post(client, path, {"inputs": inputs})
+        return self._dest.build(client, "POST", path, json.dumps({"inputs": inputs}).encode())
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         if response.status_code == 429:
@@ -213,8 +214,8 @@ class HubSpotWriter:
             chunk = unknown[start:start + MAX_INPUTS]
             body = {"idProperty": prop, "properties": [prop],
                     "inputs": [{"id": v} for v in chunk]}
-            result = await call("read", lambda c: self._dest.post(
-                c, f"/crm/v3/objects/{obj}/batch/read", body),
+            result = await call("read", lambda c: self._dest.build(
+                c, "POST", f"/crm/v3/objects/{obj}/batch/read", json.dumps(body).encode()),
                 lambda response: self._found_ids(response, obj, prop))
             if result.kind != "ok":
                 for i, value in wanted.items():
@@ -235,7 +236,8 @@ class HubSpotWriter:
             body = {"inputs": [{"from": {"id": answer.ids[i]}, "to": {"id": to}}
                                for i, to in chunk]}
             path = f"/crm/v4/associations/{self.object}/{obj}/batch/associate/default"
-            result = await call("associate", lambda c: self._dest.post(c, path, body),
+            result = await call("associate", lambda c: self._dest.build(
+                c, "POST", path, json.dumps(body).encode()),
                                 lambda response: self._association_errors(response, chunk,
                                                                           answer))
             if result.kind != "ok":

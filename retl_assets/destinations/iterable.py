@@ -20,7 +20,9 @@ import httpx
 from retl_assets.destinations.base import (
     Answer,
     Capabilities,
+    JsonApi,
     Record,
+    json_batch,
     one_identifier,
     status_answer,
 )
@@ -55,7 +57,7 @@ class IterableConfig(DestinationBase):
 CONFIGS = {"iterable": IterableConfig}
 
 
-class IterableDestination:
+class IterableDestination(JsonApi):
     def __init__(self, name: str, api_key: str, base_url: str | None = None,
                  region: str = "us", max_concurrency: int | None = None,
                  batch_size: int | None = None):
@@ -91,10 +93,6 @@ class IterableDestination:
         return client.build_request("GET", f"{self.base_url}/api/channels",
                                     headers=self._headers)
 
-    def build(self, client: httpx.AsyncClient, method: str, path: str,
-              body: bytes | None = None) -> httpx.Request:
-        return client.build_request(method, f"{self.base_url}{path}", content=body,
-                                    headers=self._headers)
 
 
 class IterableWriter:
@@ -165,9 +163,8 @@ class IterableWriter:
             where = "/api/users/" if self.id_field == "email" else "/api/users/byUserId/"
             return self._dest.build(client, "DELETE", where + quote_path(value, safe=""))
         array = "users" if operation == "bulkUpdate" else "events"
-        body = ('{"' + array + '":[' + ",".join(r.payload for r in records) + "]}").encode()
         path = "/api/users/bulkUpdate" if operation == "bulkUpdate" else "/api/events/trackBulk"
-        return self._dest.build(client, "POST", path, body)
+        return self._dest.build(client, "POST", path, json_batch(records, array))
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))

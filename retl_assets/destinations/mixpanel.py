@@ -25,7 +25,7 @@ from typing import Literal as TypingLiteral
 import httpx
 from pydantic import Field, model_validator
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import Answer, Capabilities, Record, json_batch, status_answer
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
 from retl_assets.mapping.fields import Expr
@@ -141,7 +141,7 @@ class MixpanelDestination:
     def import_(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
         return client.build_request(
             "POST", f"{self.api_url}/import", params=self._params(),
-            content=("[" + ",".join(r.payload for r in records) + "]").encode(),
+            content=json_batch(records),
             headers=self._import_headers())
 
     def _params(self) -> dict[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 import httpx
 from pydantic import Field, model_validator
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import Answer, Capabilities, Record, json_batch, status_answer
 from retl_assets.destinations.delivery import Outcome, Report
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.destinations.salesforce_bulk import GONE, BulkSettings, deliver_bulk, record_error
@@ -152,9 +152,9 @@ class SalesforceWriter:
             ids = ",".join(r.dest_id or "" for r in records)
             return client.build_request("DELETE", base, headers=self.dest.headers,
                                         params={"ids": ids, "allOrNone": "false"})
-        body = '{"allOrNone":false,"records":[' + ",".join(r.payload for r in records) + "]}"
         return client.build_request("PATCH", f"{base}/{self.object}/{self.id_field}",
-                                    content=body.encode(), headers=self.dest.headers)
+                                    content=json_batch(records, "records", allOrNone=False),
+                                    headers=self.dest.headers)
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         failed = self.classify(response)

@@ -11,7 +11,7 @@ import base64
 
 import httpx
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import Answer, Capabilities, Record, json_batch, status_answer
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.mapping import Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
@@ -72,9 +72,8 @@ class SegmentDestination:
                                     headers={"Authorization": self._auth})
 
     def post(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
-        body = ('{"batch":[' + ",".join(r.payload for r in records) + "]}").encode()
         return client.build_request(
-            "POST", f"{self.base_url}/v1/batch", content=body,
+            "POST", f"{self.base_url}/v1/batch", content=json_batch(records, "batch"),
             headers={"Authorization": self._auth, "Content-Type": "application/json"},
         )
 
