@@ -72,7 +72,8 @@ class IterableDestination(JsonApi):
 
     def capabilities(self, operations: set[str]) -> Capabilities:
         # Each endpoint keeps its own batch size (deletes one user a request) and its own
-        # published rate, a hair over the second for network jitter.
+        # published rate. No margin is needed for network jitter: the limiter holds each slot
+        # until the answer is in, so the vendor's window never sees more than the limit.
         most = max(LIMITS[op][0] for op in operations)
         return Capabilities(
             records_per_request=min(self.batch_size or most, most),
@@ -80,7 +81,7 @@ class IterableDestination(JsonApi):
             bytes_per_request=REQUEST_BYTES,
             bytes_per_record=REQUEST_BYTES,
             max_concurrency=self.max_concurrency,
-            operation_limits={op: (LIMITS[op][1], 1.1) for op in operations},
+            operation_limits={op: (LIMITS[op][1], 1.0) for op in operations},
             default_retry_after_s=1.0,  # Iterable documents no Retry-After
             deduplicates=operations == {"trackBulk"},
             partial_failure="per_item",
