@@ -165,15 +165,16 @@ def _records(con, work, writer: Writer, operation: str, payload: str, changes: l
              done: dict[str, str | None], failures: dict[str, str], result: SyncResult,
              on_invalid: str, delivered) -> Iterator[Record]:
     wanted = ", ".join(f"'{c}'" for c in changes)
+    sent_id = getattr(writer, "sent_id", lambda operation: None)(operation) or "NULL"
     cursor = con.execute(
-        f"SELECT {MSGID}, {KEYTEXT}, p, {writer.invalid_sql(operation, 'p')}, {DEST_ID} "
-        f"FROM (SELECT *, ({payload})::VARCHAR AS p FROM read_parquet({sql_path(work)}) "
-        f"WHERE {OP} IN ({wanted}))"
+        f"SELECT {MSGID}, {KEYTEXT}, p, {writer.invalid_sql(operation, 'p')}, {DEST_ID}, sid "
+        f"FROM (SELECT *, ({payload})::VARCHAR AS p, ({sent_id})::VARCHAR AS sid "
+        f"FROM read_parquet({sql_path(work)}) WHERE {OP} IN ({wanted}))"
     )
     needs_id = writer.needs_dest_id(operation)
     route = getattr(writer, "route", None)
     while chunk := cursor.fetchmany(RECORD_BATCH):
-        for msgid, key, body, invalid, dest_id in chunk:
+        for msgid, key, body, invalid, dest_id, sent in chunk:
             if msgid in done:
                 # An interrupted run delivered it: not sent again, but its vendor id counts.
                 result.resumed += 1
@@ -193,7 +194,7 @@ def _records(con, work, writer: Writer, operation: str, payload: str, changes: l
             if len(result.samples) < 3:
                 result.samples.append(body)
             yield Record(msgid, key, body, route(operation, dest_id) if route else operation,
-                         dest_id)
+                         dest_id, sent or None)
 
 
 def _note(result: SyncResult, key: str, kind: str, error: str) -> None:

@@ -40,13 +40,16 @@ class Capabilities:
     partial_failure: Literal["per_item", "whole_batch"] = "whole_batch"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen init costs ~1 µs a field, per record
 class Record:
     msgid: str
     key: str  # the primary key as text, for the ledger and error tables
     payload: str  # JSON text
     operation: str = ""
     dest_id: str | None = None  # the vendor's id of this record, when retl knows it
+    # For vendors that keep no id of their own: the identifier this request writes the record
+    # under, kept as its id once delivered (what a later delete names).
+    sent_id: str | None = None
 
 
 @dataclass
@@ -108,7 +111,9 @@ class Writer(Protocol):
     #   route(operation, dest_id) -> operation: send this record by another endpoint (e.g.
     #       update by the vendor's id once retl knows it);
     #   async follow_up(call: Exchange, operation, records, answer): more requests a delivered
-    #       batch needs (e.g. associations), which may add to answer.rejected / answer.ids.
+    #       batch needs (e.g. associations), which may add to answer.rejected / answer.ids;
+    #   sent_id(operation) -> SQL | None: the identifier a record is written under, for vendors
+    #       that answer with no id of their own (it becomes the record's id once delivered).
 
 
 class Destination(Protocol):

@@ -141,6 +141,10 @@ class BrazeWriter:
     def needs_dest_id(self, operation: str) -> bool:
         return operation == "delete"
 
+    def sent_id(self, operation: str) -> str | None:
+        # Braze returns no id of its own: the identifier retl wrote is what a delete uses.
+        return f"CAST({quote(self.id_column)} AS VARCHAR)" if operation == "attributes" else None
+
     def invalid_sql(self, operation: str, payload: str) -> str:
         if operation == "delete":
             return "NULL"
@@ -188,13 +192,6 @@ class BrazeWriter:
         # 202 {"message": "queued"} during maintenance: accepted, processed later.
         answer = Answer("ok", rejected=_item_errors(_json(response), ARRAYS[operation],
                                                     len(records)))
-        if operation == "attributes":
-            # Braze returns no id of its own: the identifier retl wrote is what a delete uses.
-            for i, r in enumerate(records):
-                if i not in answer.rejected:
-                    value = json.loads(r.payload).get(self.id_field)
-                    if value:
-                        answer.ids[i] = str(value)
         return answer
 
 

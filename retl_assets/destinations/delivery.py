@@ -23,7 +23,7 @@ from retl_assets.errors import AuthError, SetupError, UnreachableError
 MAX_RATE_LIMIT_WAIT_S = 900.0  # waiting out 429s is normal; only this much in total
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     record: Record
     status: str  # delivered | rejected | unsent
@@ -212,7 +212,7 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                 await follow_up(exchange, op, batch, answer)
             outcomes = [Outcome(r, "rejected", answer.rejected[i], answer.ids.get(i))
                         if i in answer.rejected
-                        else Outcome(r, "delivered", dest_id=answer.ids.get(i))
+                        else Outcome(r, "delivered", dest_id=answer.ids.get(i, r.sent_id))
                         for i, r in enumerate(batch) if i not in answer.again]
             again = [r for i, r in enumerate(batch) if i in answer.again]
             if again and tries < max_retries:

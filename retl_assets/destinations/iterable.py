@@ -137,6 +137,10 @@ class IterableWriter:
     def needs_dest_id(self, operation: str) -> bool:
         return operation == "delete"
 
+    def sent_id(self, operation: str) -> str | None:
+        # Iterable returns no id of its own: the identifier is what a delete uses.
+        return f"CAST({quote(self.id_column)} AS VARCHAR)" if operation == "bulkUpdate" else None
+
     def invalid_sql(self, operation: str, payload: str) -> str:
         if operation == "delete":
             return "NULL"
@@ -200,11 +204,6 @@ class IterableWriter:
             if operation == "trackBulk" and v.get("eventName") in disallowed:
                 answer.rejected.setdefault(i, f"disallowedEventNames: {v['eventName']!r} "
                                               f"is not allowed in this project")
-        if operation == "bulkUpdate":
-            # Iterable returns no id of its own: the identifier is what a delete uses.
-            for i, v in enumerate(values):
-                if i not in answer.rejected and v.get(self.id_field):
-                    answer.ids[i] = str(v[self.id_field])
         return answer
 
 
