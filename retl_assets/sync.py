@@ -90,14 +90,17 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         failures: dict[str, str] = {}
         new_ids: dict[str, str] = {}
         gone: set[str] = set()
-
+        removes: dict[str, bool] = {}  # operation -> whether it takes records away
 
         def delivered(key: str, operation: str, dest_id: str | None) -> None:
             """Keep what the vendor's answer means for the id map (now or from a checkpoint)."""
             result.by_operation[operation] = result.by_operation.get(operation, 0) + 1
             if dest_id:
                 new_ids[key] = dest_id
-            if writer.needs_dest_id(operation) and "deleted" in _changes(operations, operation):
+            if operation not in removes:
+                removes[operation] = (writer.needs_dest_id(operation)
+                                      and "deleted" in _changes(operations, operation))
+            if removes[operation]:
                 gone.add(key)
 
         def on_outcomes(outcomes: list[Outcome]) -> None:
