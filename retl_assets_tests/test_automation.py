@@ -48,7 +48,8 @@ def test_schedule_skips_while_a_run_is_in_progress_and_runs_otherwise(workspace,
         repository_def=defs.get_repository_def()))
     # A second run started by hand meanwhile is refused at once, naming the holder.
     second = workspace.sync()
-    thread.join(timeout=60)
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the background run did not finish"
     assert busy.run_requests == [] or busy.run_requests is None
     assert "skipping this tick" in busy.skip_message and "still started" in busy.skip_message
     assert second.status == "failure"
@@ -74,7 +75,8 @@ def test_trigger_sensor_waits_for_the_run_then_fires(workspace, emulator):
     workspace.instance.report_runless_asset_event(AssetMaterialization(AssetKey(["raw", "contacts"])))
     thread, _ = slow_run_in_background(workspace, emulator)
     waiting = sensor.evaluate_tick(build_sensor_context(repository_def=defs.get_repository_def(), instance=workspace.instance, cursor="0"))
-    thread.join(timeout=60)
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the background run did not finish"
     assert "waiting" in waiting.skip_message and waiting.cursor in (None, "0")
 
     fired = sensor.evaluate_tick(build_sensor_context(repository_def=defs.get_repository_def(), instance=workspace.instance, cursor="0"))
