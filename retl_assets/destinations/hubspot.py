@@ -17,11 +17,12 @@ in HubSpot yet is rejected with that reason and retried next run.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 
 import httpx
 from pydantic import Field
-
-from dataclasses import replace
 
 from retl_assets.destinations.base import (
     Answer,
@@ -214,9 +215,8 @@ class HubSpotWriter:
             chunk = unknown[start:start + MAX_INPUTS]
             body = {"idProperty": prop, "properties": [prop],
                     "inputs": [{"id": v} for v in chunk]}
-            result = await call("read", lambda c: self._dest.build(
-                c, "POST", f"/crm/v3/objects/{obj}/batch/read", json.dumps(body).encode()),
-                lambda response: self._found_ids(response, obj, prop))
+            result = await call("read", self._post(f"/crm/v3/objects/{obj}/batch/read", body),
+                                lambda response: self._found_ids(response, obj, prop))
             if result.kind != "ok":
                 for i, value in wanted.items():
                     if value.lower() in chunk:
@@ -236,13 +236,16 @@ class HubSpotWriter:
             body = {"inputs": [{"from": {"id": answer.ids[i]}, "to": {"id": to}}
                                for i, to in chunk]}
             path = f"/crm/v4/associations/{self.object}/{obj}/batch/associate/default"
-            result = await call("associate", lambda c: self._dest.build(
-                c, "POST", path, json.dumps(body).encode()),
-                                lambda response: self._association_errors(response, chunk,
-                                                                          answer))
+            result = await call("associate", self._post(path, body),
+                                partial(self._association_errors, chunk=chunk, answer=answer))
             if result.kind != "ok":
                 for i, _ in chunk:
                     answer.rejected[i] = f"associating with {obj}: {result.error}"
+
+    def _post(self, path: str, body: dict) -> Callable[[httpx.AsyncClient], httpx.Request]:
+        """A request the engine can build (again, on a retry) on its own client."""
+        content = json.dumps(body).encode()
+        return lambda client: self._dest.build(client, "POST", path, content)
 
     def _found_ids(self, response: httpx.Response, obj: str, prop: str) -> Answer:
         failed = status_answer(response)
