@@ -75,6 +75,27 @@ def instance(tmp_path):
     home.mkdir()
     with DagsterInstance.local_temp(str(home), overrides={"telemetry": {"enabled": False}}) as inst:
         yield inst
+    stop_log_tails(home)
+
+
+def stop_log_tails(home: Path) -> None:
+    """Dagster captures a run's logs with `tail -F` processes; one started by a run on a
+    background thread can outlive the test. Stop whatever still reads this instance's files."""
+    import os
+    import signal
+
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"tail") and any(str(home).encode() in a for a in argv):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)  # it ignores SIGTERM
+            except OSError:
+                pass
 
 
 @dataclass
