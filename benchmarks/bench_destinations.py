@@ -10,7 +10,6 @@ limit off. Prints records/s, the vendor's ceiling in records/s, and the sync pro
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import subprocess
 import sys

@@ -16,7 +16,6 @@ from dagster import (
 )
 
 from retl_assets.assets import build_retl_definitions
-from retl_assets.errors import LeaseHeldError  # noqa: F401  (named in the error text below)
 from retl_assets.project.schema import Schedule
 
 

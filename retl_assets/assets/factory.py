@@ -4,12 +4,10 @@ No `from __future__ import annotations` here: Dagster reads the context annotati
 """
 
 
-import time
 from collections.abc import Iterator
 
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetsDefinition,

@@ -31,13 +31,13 @@ class Capabilities:
     operation_batch: dict[str, int] = field(default_factory=dict)
     # ...and that allow fewer requests in flight on some APIs: per operation.
     operation_concurrency: dict[str, int] = field(default_factory=dict)
+    default_retry_after_s: float = 1.0  # when a 429 carries no Retry-After
+    deduplicates: bool = False  # drops a resent idempotency key
+    partial_failure: Literal["per_item", "whole_batch"] = "whole_batch"
 
     def batch_for(self, operation: str) -> int:
         return min(self.operation_batch.get(operation, self.records_per_request),
                    self.records_per_request)
-    default_retry_after_s: float = 1.0  # when a 429 carries no Retry-After
-    deduplicates: bool = False  # drops a resent idempotency key
-    partial_failure: Literal["per_item", "whole_batch"] = "whole_batch"
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs ~1 µs a field, per record
@@ -151,6 +151,27 @@ def json_batch(records: list[Record], key: str | None = None, **around: object) 
         return items.encode()
     head = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in around.items())
     return ("{" + head + json.dumps(key) + ":" + items + "}").encode()
+
+
+def json_body(response: httpx.Response) -> dict:
+    """The answer's JSON object; {} when the body is not one (an HTML error page, a bare 1)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def blank(payload: str, path: str) -> str:
+    """SQL: true when the payload has nothing (or an empty text) at `path`, e.g. `$.email`."""
+    return f"coalesce(json_extract_string({payload}, '{path}'), '') = ''"
+
+
+def first_problem(checks: list[tuple[str, str]]) -> str:
+    """SQL giving the reason (an SQL text) of the first check whose condition holds, or NULL:
+    what a writer's invalid_sql returns."""
+    whens = " ".join(f"WHEN {condition} THEN {reason}" for condition, reason in checks)
+    return f"CASE {whens} ELSE NULL END"
 
 
 def status_answer(response: httpx.Response, retry_after: float | None = None) -> Answer | None:

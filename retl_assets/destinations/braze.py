@@ -27,7 +27,10 @@ from retl_assets.destinations.base import (
     Capabilities,
     JsonApi,
     Record,
+    blank,
+    first_problem,
     json_batch,
+    json_body,
     one_identifier,
     status_answer,
 )
@@ -150,15 +153,14 @@ class BrazeWriter:
             return "NULL"
 
         def missing(field: str) -> str:
-            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') = ''"
+            return blank(payload, f"$.{field}")
 
         checks = [(missing(self.id_field), f"'no value for the match field {self.id_field} "
                                            f"(column {self.id_column})'")]
         if operation == "events":
             checks += [(missing("name"), "'an event needs name'"),
                        (missing("time"), "'an event needs time'")]
-        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-        return f"CASE {whens} ELSE NULL END"
+        return first_problem(checks)
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
@@ -182,7 +184,7 @@ class BrazeWriter:
             # Braze answers 404 for a REST key it does not know.
             return Answer("auth", error=f"HTTP 404 (unknown REST API key): {response.text[:200]}")
         if status == 400 and operation != "delete":
-            rejected = _item_errors(_json(response), ARRAYS[operation], len(records))
+            rejected = _item_errors(json_body(response), ARRAYS[operation], len(records))
             if len(rejected) == len(records):
                 # No object was valid, and Braze names each: reject them here, one request.
                 return Answer("ok", rejected=rejected)
@@ -190,7 +192,7 @@ class BrazeWriter:
         if failed or operation == "delete":
             return failed or Answer("ok")
         # 202 {"message": "queued"} during maintenance: accepted, processed later.
-        answer = Answer("ok", rejected=_item_errors(_json(response), ARRAYS[operation],
+        answer = Answer("ok", rejected=_item_errors(json_body(response), ARRAYS[operation],
                                                     len(records)))
         return answer
 
@@ -217,14 +219,6 @@ def _wait(response: httpx.Response) -> float | None:
     except ValueError:
         return None
     return min(max(reset - time.time(), 0.05), 60.0)
-
-
-def _json(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def connect(name: str, config: BrazeConfig) -> BrazeDestination:

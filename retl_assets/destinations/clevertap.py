@@ -32,7 +32,10 @@ from retl_assets.destinations.base import (
     Capabilities,
     JsonApi,
     Record,
+    blank,
+    first_problem,
     json_batch,
+    json_body,
     status_answer,
 )
 from retl_assets.mapping.values import epoch_sql, sql_of
@@ -180,12 +183,12 @@ class CleverTapWriter:
 
     def invalid_sql(self, operation: str, payload: str) -> str:
         def missing(field: str) -> str:
-            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') = ''"
+            return blank(payload, f"$.{field}")
 
         if operation == "delete":
             column = self.id_column or "the primary key"
-            return (f"CASE WHEN {missing(self.delete_key)} THEN 'no {self.id_field} to delete "
-                    f"(from {column})' ELSE NULL END")
+            return first_problem([(missing(self.delete_key),
+                                   f"'no {self.id_field} to delete (from {column})'")])
 
         data = CONTAINER[operation]
         column = self.id_column or ("the primary key" if operation == "profile" else None)
@@ -207,8 +210,7 @@ class CleverTapWriter:
              f"lambda v: strlen(v))) > {VALUE_BYTES}"),
              f"'a {data} value is longer than {VALUE_BYTES} bytes'"),
         ]
-        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-        return f"CASE {whens} ELSE NULL END"
+        return first_problem(checks)
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
@@ -223,7 +225,7 @@ class CleverTapWriter:
         failed = status_answer(response)
         if failed:
             return failed
-        body = _json(response)
+        body = json_body(response)
         unprocessed = body.get("unprocessed") or []
         if body.get("status") == "fail" and not unprocessed:
             return Answer("refused", error=f"CleverTap: {body.get('error') or body}")
@@ -303,14 +305,6 @@ def _canonical(record: dict) -> str:
 
 def _identity(record: dict) -> tuple:
     return (record.get("type"), *(str(record.get(f)) for f in ID_FIELDS), record.get("evtName"))
-
-
-def _json(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def connect(name: str, config: CleverTapConfig) -> CleverTapDestination:

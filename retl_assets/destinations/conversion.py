@@ -35,7 +35,9 @@ from retl_assets.destinations.base import (
     Capabilities,
     JsonApi,
     Record,
+    first_problem,
     json_batch,
+    json_body,
     status_answer,
 )
 from retl_assets.destinations.retry import parse_retry_after
@@ -178,8 +180,7 @@ class ConversionWriter:
                                              "to event'"))
         if operation == "object":
             checks.insert(0, (missing("id"), f"'no object id (column {self.id_column})'"))
-        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-        return f"CASE {whens} ELSE NULL END"
+        return first_problem(checks)
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
@@ -203,23 +204,15 @@ class ConversionWriter:
         if operation == "delete":
             return Answer("ok")
         ids = {"event": "cnvEventId", "object": "cnvObjectId"}.get(operation, "cnvContactId")
-        return _results(_json(response), len(records), ids)
+        return _results(json_body(response), len(records), ids)
 
 
 def _text(column: str) -> Raw:
     return Raw(f"CAST({quote(column)} AS VARCHAR)")
 
 
-def _json(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _message(response: httpx.Response) -> str:
-    message = _json(response).get("message")
+    message = json_body(response).get("message")
     return message if isinstance(message, str) else response.text[:300]
 
 

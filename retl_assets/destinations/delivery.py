@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import httpx
@@ -91,7 +92,8 @@ class RateLimiter:
         self._counted += weight
 
 
-def cut(records: Iterable[Record], caps: Capabilities, overhead: int = 64) -> Iterable[list[Record]]:
+def cut(records: Iterable[Record], caps: Capabilities,
+        overhead: int = 64) -> Iterable[list[Record]]:
     """Requests of one operation each, at most `records_per_request` records (or the
     operation's own batch) and `bytes_per_request` bytes. One batch stays open per
     operation, so records of two operations arriving mixed still fill whole requests."""
@@ -145,10 +147,7 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                     await byte_limiter.wait(len(request.content))
                 report.requests += 1
                 try:
-                    if op in in_flight:
-                        async with in_flight[op]:
-                            response = await client.send(request)
-                    else:
+                    async with in_flight.get(op) or nullcontext():
                         response = await client.send(request)
                 except httpx.TransportError as e:
                     if attempt >= max_retries:

@@ -30,7 +30,10 @@ from retl_assets.destinations.base import (
     Exchange,
     JsonApi,
     Record,
+    blank,
+    first_problem,
     json_batch,
+    json_body,
     status_answer,
 )
 from retl_assets.destinations.retry import parse_retry_after
@@ -133,9 +136,8 @@ class HubSpotWriter:
     def invalid_sql(self, operation: str, payload: str) -> str:
         if operation == "archive":
             return "NULL"
-        return (f"CASE WHEN coalesce(json_extract_string({payload}, '$.id'), '') = '' THEN "
-                f"'no value for the match property {self.id_property} "
-                f"(column {self.id_column})' ELSE NULL END")
+        reason = f"'no value for the match property {self.id_property} (column {self.id_column})'"
+        return first_problem([(blank(payload, "$.id"), reason)])
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
@@ -155,7 +157,7 @@ class HubSpotWriter:
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         if response.status_code == 429:
-            body = _json(response)
+            body = json_body(response)
             if body.get("policyName") == "DAILY":
                 return Answer("stop", error=f"HubSpot daily limit reached: {body.get('message')}")
         failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
@@ -163,9 +165,9 @@ class HubSpotWriter:
             return failed or Answer("ok")
         if operation == "update":
             position = {str(r.dest_id): i for i, r in enumerate(records)}
-            return self._results(_json(response), position, "id")
+            return self._results(json_body(response), position, "id")
         position = {json.loads(r.payload)["id"].lower(): i for i, r in enumerate(records)}
-        return self._results(_json(response), position, self.id_property)
+        return self._results(json_body(response), position, self.id_property)
 
     def _results(self, body: dict, position: dict[str, int], by: str) -> Answer:
         # Results come in no promised order: match them to inputs by id or unique value.
@@ -251,7 +253,7 @@ class HubSpotWriter:
         failed = status_answer(response)
         if failed:
             return failed
-        for result in _json(response).get("results", []):
+        for result in json_body(response).get("results", []):
             value = (result.get("properties") or {}).get(prop)
             if value:
                 self._found[obj][str(value).lower()] = str(result.get("id"))
@@ -263,20 +265,12 @@ class HubSpotWriter:
         if failed:
             return failed
         by_from = {answer.ids[i]: i for i, _ in chunk}
-        for error in _json(response).get("errors", []):
+        for error in json_body(response).get("errors", []):
             for from_id in (error.get("context") or {}).get("fromId", []):
                 if str(from_id) in by_from:
                     answer.rejected[by_from[str(from_id)]] = (
                         f"association: {error.get('message', error.get('category', ''))}")
         return Answer("ok")
-
-
-def _json(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def connect(name: str, config: HubSpotConfig) -> HubSpotDestination:

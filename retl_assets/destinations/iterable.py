@@ -22,7 +22,10 @@ from retl_assets.destinations.base import (
     Capabilities,
     JsonApi,
     Record,
+    blank,
+    first_problem,
     json_batch,
+    json_body,
     one_identifier,
     status_answer,
 )
@@ -102,7 +105,8 @@ class IterableWriter:
         self._dest = dest
         self._sync = sync
         self.id_field, self.id_column = one_identifier(
-            sync_name, sync, "Iterable", IDENTITIES, "{email: email_column} or {userId: user_id_column}")
+            sync_name, sync, "Iterable", IDENTITIES,
+            "{email: email_column} or {userId: user_id_column}")
         self.capabilities = dest.capabilities(set(self.operations().values()))
 
     def operations(self) -> dict[str, str]:
@@ -146,7 +150,7 @@ class IterableWriter:
             return "NULL"
 
         def missing(field: str) -> str:
-            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') = ''"
+            return blank(payload, f"$.{field}")
 
         checks = [(missing(self.id_field), f"'no value for the match field {self.id_field} "
                                            f"(column {self.id_column})'")]
@@ -158,8 +162,7 @@ class IterableWriter:
             ]
         checks.append((f"strlen({payload}) > {REQUEST_BYTES // 2}",
                        "'record is over 2 MB, half of the 4 MB request limit'"))
-        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-        return f"CASE {whens} ELSE NULL END"
+        return first_problem(checks)
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
@@ -179,7 +182,7 @@ class IterableWriter:
             return failed or Answer("ok")
         if failed:
             return failed
-        return self._failures(_json(response), operation, records)
+        return self._failures(json_body(response), operation, records)
 
     def _failures(self, body: dict, operation: str, records: list[Record]) -> Answer:
         # Failures name users by identifier, not by position: map them back to the records.
@@ -205,14 +208,6 @@ class IterableWriter:
                 answer.rejected.setdefault(i, f"disallowedEventNames: {v['eventName']!r} "
                                               f"is not allowed in this project")
         return answer
-
-
-def _json(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def connect(name: str, config: IterableConfig) -> IterableDestination:

@@ -25,10 +25,18 @@ from typing import Literal as TypingLiteral
 import httpx
 from pydantic import Field, model_validator
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, json_batch, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    Record,
+    blank,
+    first_problem,
+    json_batch,
+    json_body,
+    status_answer,
+)
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
-from retl_assets.mapping.fields import Expr
 from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
@@ -219,7 +227,7 @@ class MixpanelWriter:
             return "NULL"
 
         def missing(path: str) -> str:
-            return f"coalesce(json_extract_string({payload}, '{path}'), '') = ''"
+            return blank(payload, path)
 
         size = (f"strlen({payload}) > {RECORD_BYTES}",
                 f"'the update is ' || strlen({payload}) || ' bytes, over Mixpanel''s 1 MB'")
@@ -239,8 +247,7 @@ class MixpanelWriter:
                  "'properties.$insert_id must be 1-36 letters, digits or -'"),
                 size,
             ]
-        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-        return f"CASE {whens} ELSE NULL END"
+        return first_problem(checks)
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:
@@ -255,7 +262,7 @@ class MixpanelWriter:
                           retry_after=self._backoff())
         self._streak = 0
         if operation == IMPORT:
-            body = _json(response)
+            body = json_body(response)
             if status == 400 and isinstance(body.get("failed_records"), list) \
                     and body["failed_records"]:
                 return self._partial(body, records)
@@ -299,7 +306,7 @@ class MixpanelWriter:
 
     def _engaged(self, response: httpx.Response, operation: str,
                  records: list[Record]) -> Answer:
-        body = _json(response)
+        body = json_body(response)
         if body:
             ok, error = body.get("status") in (1, "1"), str(body.get("error") or "")
         else:  # without verbose, the body is a bare 1 or 0
@@ -321,14 +328,6 @@ def _insert_id(record: Record) -> str | None:
         return json.loads(record.payload)["properties"]["$insert_id"]
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _json(response: httpx.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def connect(name: str, config: MixpanelConfig) -> MixpanelDestination:

@@ -18,7 +18,15 @@ from collections.abc import Callable, Iterable
 import httpx
 from pydantic import Field, model_validator
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, json_batch, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    Record,
+    blank,
+    first_problem,
+    json_batch,
+    status_answer,
+)
 from retl_assets.destinations.delivery import Outcome, Report
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.destinations.salesforce_bulk import GONE, BulkSettings, deliver_bulk, record_error
@@ -141,9 +149,9 @@ class SalesforceWriter:
     def invalid_sql(self, operation: str, payload: str) -> str:
         if operation == "delete":
             return "NULL"
-        return (f"CASE WHEN coalesce(json_extract_string({payload}, '$.\"{self.id_field}\"'), "
-                f"'') = '' THEN 'no value for the external id field {self.id_field} "
-                f"(column {self.id_column})' ELSE NULL END")
+        return first_problem([(blank(payload, f'$."{self.id_field}"'),
+                                f"'no value for the external id field {self.id_field} "
+                                f"(column {self.id_column})'")])
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:

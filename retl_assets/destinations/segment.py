@@ -11,7 +11,15 @@ import base64
 
 import httpx
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, json_batch, status_answer
+from retl_assets.destinations.base import (
+    Answer,
+    Capabilities,
+    Record,
+    blank,
+    first_problem,
+    json_batch,
+    status_answer,
+)
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.mapping import Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
@@ -105,7 +113,7 @@ class SegmentWriter:
 
     def invalid_sql(self, operation: str, payload: str) -> str:
         def present(field: str) -> str:
-            return f"coalesce(json_extract_string({payload}, '$.{field}'), '') <> ''"
+            return f"NOT {blank(payload, f'$.{field}')}"
 
         checks = [(f"strlen({payload}) > {MESSAGE_LIMIT}",
                    f"'message is ' || strlen({payload}) || ' bytes, over the 32 KB limit'")]
@@ -119,8 +127,7 @@ class SegmentWriter:
             checks.append((f"NOT {present('event')}", "'track needs event'"))
         if operation == "group":
             checks.append((f"NOT {present('groupId')}", "'group needs groupId'"))
-        whens = " ".join(f"WHEN {cond} THEN {reason}" for cond, reason in checks)
-        return f"CASE {whens} ELSE NULL END"
+        return first_problem(checks)
 
     def request(self, client: httpx.AsyncClient, operation: str,
                 records: list[Record]) -> httpx.Request:

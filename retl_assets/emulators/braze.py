@@ -26,19 +26,16 @@ import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,
-    Process,
     RateWindow,
     Refused,
     Reply,
@@ -359,15 +356,9 @@ def _limit_headers(window: RateWindow, now: float, wait: float | None) -> dict[s
 def build_braze_app(emulator: BrazeEmulator) -> Starlette:
     """The HTTP face of `emulator`: Braze's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     routes: list[BaseRoute] = [
-        Route("/users/track", api(emulator.track), methods=["POST"]),
-        Route("/users/delete", api(emulator.delete), methods=["POST"]),
+        Route("/users/track", emulator.endpoint(emulator.track), methods=["POST"]),
+        Route("/users/delete", emulator.endpoint(emulator.delete), methods=["POST"]),
     ]
     return emulator_app(emulator, routes)
 

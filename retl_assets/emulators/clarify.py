@@ -31,19 +31,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from retl_assets.emulators.clarify_store import OBJECTS, Workspace, refused
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,
-    Process,
     RateWindow,
     Refused,
     Reply,
@@ -185,20 +182,14 @@ class ClarifyEmulator(BaseEmulator):
 def build_clarify_app(emulator: ClarifyEmulator) -> Starlette:
     """The HTTP face of `emulator`: Clarify's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     root = "/v1/workspaces/{slug}"
     records = f"{root}/objects/{{object}}/records"
     routes: list[BaseRoute] = [
-        Route(f"{records}/bulk", api(emulator.bulk), methods=["POST"]),
-        Route(f"{records}/{{id}}", api(emulator.get_one), methods=["GET"]),
-        Route(f"{records}/{{id}}", api(emulator.delete_one), methods=["DELETE"]),
-        Route(f"{root}/objects/{{object}}/resources", api(emulator.resources), methods=["GET"]),
-        Route(f"{root}/schemas", api(emulator.schemas), methods=["GET"]),
+        Route(f"{records}/bulk", emulator.endpoint(emulator.bulk), methods=["POST"]),
+        Route(f"{records}/{{id}}", emulator.endpoint(emulator.get_one), methods=["GET"]),
+        Route(f"{records}/{{id}}", emulator.endpoint(emulator.delete_one), methods=["DELETE"]),
+        Route(f"{root}/objects/{{object}}/resources", emulator.endpoint(emulator.resources), methods=["GET"]),
+        Route(f"{root}/schemas", emulator.endpoint(emulator.schemas), methods=["GET"]),
     ]
     return emulator_app(emulator, routes)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -233,16 +232,10 @@ class CleverTapEmulator(BaseEmulator):
 def build_clevertap_app(emulator: CleverTapEmulator) -> Starlette:
     """The HTTP face of `emulator`: CleverTap's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     routes: list[BaseRoute] = [
-        Route("/1/upload", api(emulator.upload), methods=["POST"]),
-        Route(DELETE_PATH, api(emulator.delete), methods=["POST"]),
-        Route("/1/profile.json", api(emulator.profile), methods=["GET"]),
+        Route("/1/upload", emulator.endpoint(emulator.upload), methods=["POST"]),
+        Route(DELETE_PATH, emulator.endpoint(emulator.delete), methods=["POST"]),
+        Route("/1/profile.json", emulator.endpoint(emulator.profile), methods=["GET"]),
     ]
     return emulator_app(emulator, routes)
 

@@ -245,6 +245,14 @@ class BaseEmulator:
 
     # -- pipeline -----------------------------------------------------------------------------
 
+    def endpoint(self, handler: Process) -> Callable[[Request], Awaitable[Response]]:
+        """A Starlette endpoint that runs `handler` behind the shared gate (respond)."""
+
+        async def endpoint(request: Request) -> Response:
+            return await self.respond(request, handler)
+
+        return endpoint
+
     async def respond(self, request: Request, process: Process) -> Response:
         """Run the shared gate, then `process`; count the status; build the HTTP response."""
         with self._lock:

@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,
-    Process,
     RateWindow,
     Refused,
     Reply,
@@ -161,20 +158,14 @@ async def _json(request: Request) -> Any:
 def build_conversion_app(emulator: ConversionEmulator) -> Starlette:
     """The HTTP face of `emulator`: Conversion's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     by_email = "/v1/contacts/by-email/{email}"
     routes: list[BaseRoute] = [
-        Route("/v2/contacts/batch", api(emulator.contacts_batch), methods=["POST"]),
-        Route("/v2/events/batch", api(emulator.events_batch), methods=["POST"]),
-        Route("/v2/objects/{type}/batch", api(emulator.objects_batch), methods=["POST"]),
-        Route(by_email, api(emulator.delete_contact), methods=["DELETE"]),
-        Route(by_email, api(emulator.get_contact), methods=["GET"]),
-        Route("/v2/exports/contacts", api(emulator.export_contacts), methods=["POST"]),
+        Route("/v2/contacts/batch", emulator.endpoint(emulator.contacts_batch), methods=["POST"]),
+        Route("/v2/events/batch", emulator.endpoint(emulator.events_batch), methods=["POST"]),
+        Route("/v2/objects/{type}/batch", emulator.endpoint(emulator.objects_batch), methods=["POST"]),
+        Route(by_email, emulator.endpoint(emulator.delete_contact), methods=["DELETE"]),
+        Route(by_email, emulator.endpoint(emulator.get_contact), methods=["GET"]),
+        Route("/v2/exports/contacts", emulator.endpoint(emulator.export_contacts), methods=["POST"]),
     ]
     return emulator_app(emulator, routes)
 

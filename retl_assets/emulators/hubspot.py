@@ -20,19 +20,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,
-    Process,
     RateWindow,
     Refused,
     Reply,
@@ -313,28 +310,22 @@ def _nested_id(item: Any, side: str) -> str | None:
 def build_hubspot_app(emulator: HubSpotEmulator) -> Starlette:
     """The HTTP face of `emulator`: HubSpot's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     objects = "/crm/v3/objects/{object}"
     routes: list[BaseRoute] = [
-        Route(f"{objects}/batch/upsert", api(emulator.upsert), methods=["POST"]),
-        Route(f"{objects}/batch/archive", api(emulator.archive), methods=["POST"]),
-        Route(f"{objects}/batch/read", api(emulator.read_batch), methods=["POST"]),
-        Route(f"{objects}/batch/update", api(emulator.update), methods=["POST"]),
-        Route(objects, api(emulator.read_page), methods=["GET"]),
-        Route(f"{objects}/{{id}}", api(emulator.read_one), methods=["GET"]),
+        Route(f"{objects}/batch/upsert", emulator.endpoint(emulator.upsert), methods=["POST"]),
+        Route(f"{objects}/batch/archive", emulator.endpoint(emulator.archive), methods=["POST"]),
+        Route(f"{objects}/batch/read", emulator.endpoint(emulator.read_batch), methods=["POST"]),
+        Route(f"{objects}/batch/update", emulator.endpoint(emulator.update), methods=["POST"]),
+        Route(objects, emulator.endpoint(emulator.read_page), methods=["GET"]),
+        Route(f"{objects}/{{id}}", emulator.endpoint(emulator.read_one), methods=["GET"]),
         Route(
             "/crm/v4/objects/{from_object}/{from_id}/associations/default/{to_object}/{to_id}",
-            api(emulator.associate_one),
+            emulator.endpoint(emulator.associate_one),
             methods=["PUT"],
         ),
         Route(
             "/crm/v4/associations/{from_object}/{to_object}/batch/associate/default",
-            api(emulator.associate_batch),
+            emulator.endpoint(emulator.associate_batch),
             methods=["POST"],
         ),
     ]

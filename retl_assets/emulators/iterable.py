@@ -26,18 +26,15 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,
-    Process,
     RateWindow,
     Refused,
     Reply,
@@ -279,19 +276,13 @@ def _endpoint(request: Request) -> str:
 def build_iterable_app(emulator: IterableEmulator) -> Starlette:
     """The HTTP face of `emulator`: Iterable's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     routes: list[BaseRoute] = [
-        Route("/api/users/bulkUpdate", api(emulator.bulk_update), methods=["POST"]),
-        Route("/api/events/trackBulk", api(emulator.track_bulk), methods=["POST"]),
-        Route("/api/users/byUserId/{user_id:path}", api(emulator.delete_by_user_id),
+        Route("/api/users/bulkUpdate", emulator.endpoint(emulator.bulk_update), methods=["POST"]),
+        Route("/api/events/trackBulk", emulator.endpoint(emulator.track_bulk), methods=["POST"]),
+        Route("/api/users/byUserId/{user_id:path}", emulator.endpoint(emulator.delete_by_user_id),
               methods=["DELETE"]),
-        Route("/api/users/{email:path}", api(emulator.delete_by_email), methods=["DELETE"]),
-        Route("/api/channels", api(emulator.channels), methods=["GET"]),
+        Route("/api/users/{email:path}", emulator.endpoint(emulator.delete_by_email), methods=["DELETE"]),
+        Route("/api/channels", emulator.endpoint(emulator.channels), methods=["GET"]),
     ]
     return emulator_app(emulator, routes)
 

@@ -30,18 +30,15 @@ import gzip
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,
-    Process,
     RateWindow,
     Refused,
     Reply,
@@ -299,16 +296,10 @@ def _events(data: bytes, content_type: str) -> list[Any] | None:
 def build_mixpanel_app(emulator: MixpanelEmulator) -> Starlette:
     """The HTTP face of `emulator`: Mixpanel's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     routes: list[BaseRoute] = [
-        Route("/import", api(emulator.import_events), methods=["POST"]),
-        Route("/engage", api(emulator.engage), methods=["POST"]),
-        Route("/api/app/me", api(emulator.me), methods=["GET"]),
+        Route("/import", emulator.endpoint(emulator.import_events), methods=["POST"]),
+        Route("/engage", emulator.endpoint(emulator.engage), methods=["POST"]),
+        Route("/api/app/me", emulator.endpoint(emulator.me), methods=["GET"]),
     ]
     return emulator_app(emulator, routes)
 

@@ -26,7 +26,6 @@ import io
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -500,27 +499,21 @@ def _rolled_back(checked: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def build_salesforce_app(emulator: SalesforceEmulator) -> Starlette:
     """The HTTP face of `emulator`: Salesforce's routes plus the admin routes (common.py)."""
 
-    def api(handler: Process) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            return await emulator.respond(request, handler)
-
-        return endpoint
-
     data = "/services/data/v{version}"
     job = f"{data}/jobs/ingest/{{job}}"
     routes: list[BaseRoute] = [
-        Route(f"{data}/limits", api(emulator.limits), methods=["GET"]),
-        Route(f"{data}/composite/sobjects/{{sobject}}/{{field}}", api(emulator.upsert),
+        Route(f"{data}/limits", emulator.endpoint(emulator.limits), methods=["GET"]),
+        Route(f"{data}/composite/sobjects/{{sobject}}/{{field}}", emulator.endpoint(emulator.upsert),
               methods=["PATCH"]),
-        Route(f"{data}/composite/sobjects", api(emulator.delete), methods=["DELETE"]),
-        Route(f"{data}/jobs/ingest", api(emulator.create_job), methods=["POST"]),
-        Route(job, api(emulator.job_info), methods=["GET"]),
-        Route(job, api(emulator.change_job), methods=["PATCH"]),
-        Route(job, api(emulator.delete_job), methods=["DELETE"]),
-        Route(f"{job}/batches", api(emulator.upload), methods=["PUT"]),
+        Route(f"{data}/composite/sobjects", emulator.endpoint(emulator.delete), methods=["DELETE"]),
+        Route(f"{data}/jobs/ingest", emulator.endpoint(emulator.create_job), methods=["POST"]),
+        Route(job, emulator.endpoint(emulator.job_info), methods=["GET"]),
+        Route(job, emulator.endpoint(emulator.change_job), methods=["PATCH"]),
+        Route(job, emulator.endpoint(emulator.delete_job), methods=["DELETE"]),
+        Route(f"{job}/batches", emulator.endpoint(emulator.upload), methods=["PUT"]),
     ]
     for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
-        handler = api(emulator.results(kind))
+        handler = emulator.endpoint(emulator.results(kind))
         routes += [Route(f"{job}/{kind}/", handler, methods=["GET"]),
                    Route(f"{job}/{kind}", handler, methods=["GET"])]
     return emulator_app(emulator, routes)
