@@ -97,7 +97,8 @@ def summarize(instance: DagsterInstance, model: str, run_id: str,
                     setattr(summary, k, int(meta.get(k, 0)))
             elif kind == "syncs":
                 summary.syncs[name] = {k: meta.get(k) for k in (
-                    "sent", "succeeded", "failed", "rejected", "invalid", "unsent", "skipped",
+                    "sent", "succeeded", "failed", "rejected", "invalid", "unsent", "unconfirmed",
+                    "skipped",
                     "owed",
                     "duration_s", "records_per_s")}
         elif event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:

@@ -32,6 +32,7 @@ class SyncResult:
     rejected: int = 0  # the destination refused them
     invalid: int = 0  # retl's own checks refused them before sending
     unsent: int = 0  # retries ran out
+    unconfirmed: int = 0  # sent, but the destination's answer did not account for them
     skipped: int = 0  # not sent on purpose (on_invalid: skip; a delete of what retl never wrote)
     owed: int = 0  # rows the sync still owes after this run
     resumed: int = 0  # delivered by an interrupted earlier run, not sent again
@@ -46,7 +47,7 @@ class SyncResult:
 
     @property
     def failed(self) -> int:
-        return self.rejected + self.invalid
+        return self.rejected + self.invalid + self.unconfirmed
 
     @property
     def records_per_second(self) -> float:
@@ -134,6 +135,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
             merge(report, send(records, on_outcomes, max_retries=max_retries,
                                timeout_s=timeout_s))
         result.sent, result.rejected, result.unsent = report.sent, report.rejected, report.unsent
+        result.unconfirmed = report.unconfirmed
         result.succeeded = report.delivered + result.resumed
         result.requests, result.retries = report.requests, report.retries
         result.rate_limited = report.rate_limited

@@ -147,6 +147,7 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 "rejected": result.rejected,
                 "invalid": result.invalid,
                 "unsent": result.unsent,
+                "unconfirmed": result.unconfirmed,
                 "skipped": result.skipped,
                 "owed": result.owed,
                 "by_operation": MetadataValue.json(result.by_operation),
@@ -161,6 +162,11 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 "errors": MetadataValue.md(_errors_md(result.errors)),
                 "ledger": str(store.sync_dir(name)),
             })
+            if result.unconfirmed:
+                raise DestinationError(
+                    f"sync {name!r}: {config.destination!r} did not confirm "
+                    f"{result.unconfirmed} records it was sent; they are kept and will be "
+                    f"sent again next run (first: {_first(result.errors, 'unconfirmed')})")
             if result.unsent:
                 raise DestinationError(
                     f"sync {name!r}: {result.unsent} records could not be delivered to "
@@ -169,6 +175,10 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 )
 
     return _sync
+
+
+def _first(errors: list[tuple[str, str, str]], kind: str) -> str:
+    return next((error for _, k, error in errors if k == kind), "")
 
 
 def _op_name(kind: str, name: str) -> str:

@@ -17,6 +17,15 @@ import httpx
 from retl_assets.mapping import Rules, Tree
 
 
+# What a vendor documents its success answer to mean; the engine holds every writer to it.
+#   results: one result per record; a record is delivered only when a result names it (an id,
+#       or `confirmed`); every record the answer leaves out stays owed.
+#   whole:   the request succeeded as a whole: every record it does not name as failed is
+#       delivered, unless the answer holds a failure it cannot place (`unplaced`), when none is.
+AnswerKind = Literal["results", "whole"]
+UNCONFIRMED = "the destination's answer did not confirm this record"
+
+
 @dataclass(frozen=True)
 class Capabilities:
     records_per_request: int
@@ -33,11 +42,16 @@ class Capabilities:
     operation_concurrency: dict[str, int] = field(default_factory=dict)
     default_retry_after_s: float = 1.0  # when a 429 carries no Retry-After
     deduplicates: bool = False  # drops a resent idempotency key
-    partial_failure: Literal["per_item", "whole_batch"] = "whole_batch"
+    # What a success answer accounts for (see ANSWERS), for all operations or per operation.
+    answers: AnswerKind = "whole"
+    operation_answers: dict[str, AnswerKind] = field(default_factory=dict)
 
     def batch_for(self, operation: str) -> int:
         return min(self.operation_batch.get(operation, self.records_per_request),
                    self.records_per_request)
+
+    def answer_for(self, operation: str) -> AnswerKind:
+        return self.operation_answers.get(operation, self.answers)
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs ~1 µs a field, per record
@@ -65,6 +79,14 @@ class Answer:
     ids: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor's id
     # index in batch -> a passing error: the vendor took the rest, send these again
     again: dict[int, str] = field(default_factory=dict)
+    confirmed: set[int] = field(default_factory=set)  # indexes a result names as written
+    # Failures in the answer that name no record of the batch (an error without context):
+    # nothing the answer leaves unnamed can then count as delivered.
+    unplaced: list[str] = field(default_factory=list)
+    # How many records the vendor says it took (a `successCount`), when it says: a whole
+    # answer whose count disagrees with the records it left unnamed confirms none of them.
+    counted: int | None = None
+    text: str = ""  # the answer's own text (its start), for records it did not confirm
 
 
 # The engine's way to send one more request for a writer (a follow-up): (operation, build the

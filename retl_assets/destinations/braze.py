@@ -95,7 +95,6 @@ class BrazeDestination(JsonApi):
                               "delete": (DELETE_RATE[0], DELETE_RATE[1] + 0.5)},
             default_retry_after_s=3.0,
             deduplicates=False,
-            partial_failure="per_item",
         )
 
     def writer(self, sync_name: str, sync: SyncConfig) -> BrazeWriter:
@@ -184,29 +183,31 @@ class BrazeWriter:
             # Braze answers 404 for a REST key it does not know.
             return Answer("auth", error=f"HTTP 404 (unknown REST API key): {response.text[:200]}")
         if status == 400 and operation != "delete":
-            rejected = _item_errors(json_body(response), ARRAYS[operation], len(records))
-            if len(rejected) == len(records):
+            named = _item_errors(json_body(response), ARRAYS[operation], len(records))
+            if len(named.rejected) == len(records):
                 # No object was valid, and Braze names each: reject them here, one request.
-                return Answer("ok", rejected=rejected)
+                return named
         failed = status_answer(response, _wait(response) if status == 429 else None)
         if failed or operation == "delete":
             return failed or Answer("ok")
         # 202 {"message": "queued"} during maintenance: accepted, processed later.
-        answer = Answer("ok", rejected=_item_errors(json_body(response), ARRAYS[operation],
-                                                    len(records)))
-        return answer
+        return _item_errors(json_body(response), ARRAYS[operation], len(records))
 
 
-def _item_errors(body: dict, array: str, n: int) -> dict[int, str]:
-    """`errors: [{type, input_array, index}]`: index in the batch -> why Braze refused it."""
-    rejected: dict[int, str] = {}
+def _item_errors(body: dict, array: str, n: int) -> Answer:
+    """`errors: [{type, input_array, index}]`: index in the batch -> why Braze refused it;
+    an error naming no object of the batch is kept as unplaced."""
+    answer = Answer("ok")
     for error in body.get("errors") or []:
-        if not isinstance(error, dict):
-            continue
-        index = error.get("index")
-        if error.get("input_array") == array and isinstance(index, int) and 0 <= index < n:
-            rejected.setdefault(index, str(error.get("type") or "refused by Braze"))
-    return rejected
+        message = str(error.get("type") if isinstance(error, dict) else error) \
+            or "refused by Braze"
+        index = error.get("index") if isinstance(error, dict) else None
+        if (isinstance(error, dict) and error.get("input_array") == array
+                and isinstance(index, int) and 0 <= index < n):
+            answer.rejected.setdefault(index, message)
+        else:
+            answer.unplaced.append(message)
+    return answer
 
 
 def _wait(response: httpx.Response) -> float | None:

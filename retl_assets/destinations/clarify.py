@@ -91,7 +91,6 @@ class ClarifyDestination(JsonApi):
             max_concurrency=max_concurrency or 4,
             operation_limits={"upsert": BULK_RATE, "delete": DELETE_RATE},
             default_retry_after_s=1.0,  # a 429 without Retry-After: 1 s, then doubling
-            partial_failure="whole_batch",
         )
 
     def __repr__(self) -> str:

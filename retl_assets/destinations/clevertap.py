@@ -91,7 +91,6 @@ class CleverTapDestination(JsonApi):
             operation_batch={"delete": MAX_DELETE_VALUES},
             operation_concurrency={"delete": DELETE_IN_FLIGHT},
             default_retry_after_s=1.0,
-            partial_failure="per_item",
         )
 
     def __repr__(self) -> str:
@@ -232,6 +231,8 @@ class CleverTapWriter:
         if operation == "delete":
             return self._delete_failures(unprocessed, records)
         answer = self._failures(unprocessed, records)
+        if isinstance(body.get("processed"), int):
+            answer.counted = body["processed"]
         if answer.kind == "ok" and operation == "profile":
             # CleverTap returns no id of its own: the identifier is what a delete names.
             for i, r in enumerate(records):

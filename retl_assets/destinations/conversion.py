@@ -94,7 +94,8 @@ class ConversionDestination(JsonApi):
             rate_limit=DEFAULT_RATE,
             default_retry_after_s=1.0,  # no Retry-After is documented
             deduplicates=action == "event",  # a repeated eventId updates in place
-            partial_failure="per_item",
+            answers="results",  # data.results[i] per item; a delete answers as a whole
+            operation_answers={"delete": "whole"},
         )
 
     def writer(self, sync_name: str, sync: SyncConfig) -> ConversionWriter:
@@ -239,7 +240,9 @@ def _results(body: dict, n: int, id_field: str) -> Answer:
     for i, result in enumerate(results):
         if not isinstance(result, dict) or not result.get("success"):
             answer.rejected[i] = _failure(result if isinstance(result, dict) else {})
-        elif result.get(id_field):
+            continue
+        answer.confirmed.add(i)
+        if result.get(id_field):
             answer.ids[i] = str(result[id_field])
     return answer
 

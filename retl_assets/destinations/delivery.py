@@ -2,7 +2,8 @@
 
 Records arrive as a stream; they are cut into requests by count and bytes, sent by a few
 workers under the destination's concurrency and rate limits, and every record ends in one
-outcome: delivered, rejected (the vendor refused it) or unsent (retries ran out). Auth
+outcome: delivered (the vendor's answer accounts for it), rejected (the vendor refused it),
+unsent (retries ran out) or unconfirmed (the answer left it out: it stays owed). Auth
 failures, a setup the vendor refuses and a dead endpoint stop the whole delivery at once.
 """
 
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, Writer
+from retl_assets.destinations.base import UNCONFIRMED, Answer, Capabilities, Record, Writer
 from retl_assets.destinations.retry import backoff, rate_limit_wait
 from retl_assets.errors import AuthError, SetupError, UnreachableError
 
@@ -27,7 +28,7 @@ MAX_RATE_LIMIT_WAIT_S = 900.0  # waiting out 429s is normal; only this much in t
 @dataclass(slots=True)
 class Outcome:
     record: Record
-    status: str  # delivered | rejected | unsent
+    status: str  # delivered | rejected | unsent | unconfirmed
     error: str | None = None
     dest_id: str | None = None  # the vendor's id, when its answer gave one
 
@@ -38,6 +39,7 @@ class Report:
     delivered: int = 0
     rejected: int = 0
     unsent: int = 0
+    unconfirmed: int = 0  # sent, but the answer did not account for them: still owed
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
@@ -48,7 +50,7 @@ class Report:
 
 def merge(total: Report, part: Report) -> Report:
     """Add one delivery's figures to another's (a sync may deliver in several parts)."""
-    for name in ("sent", "delivered", "rejected", "unsent", "requests", "retries",
+    for name in ("sent", "delivered", "rejected", "unsent", "unconfirmed", "requests", "retries",
                  "rate_limited", "splits", "seconds"):
         setattr(total, name, getattr(total, name) + getattr(part, name))
     total.errors += part.errors[: max(0, 50 - len(total.errors))]
@@ -162,6 +164,7 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                     for x, weight in held:
                         x.release(weight)
                 answer = read(response)
+                answer.text = answer.text or response.text[:300]
                 if answer.kind in ("ok", "refused"):
                     return answer
                 if answer.kind == "stop":
@@ -209,10 +212,7 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                 # Requests the delivered records still need (e.g. associations); they may
                 # reject records the first request took.
                 await follow_up(exchange, op, batch, answer)
-            outcomes = [Outcome(r, "rejected", answer.rejected[i], answer.ids.get(i))
-                        if i in answer.rejected
-                        else Outcome(r, "delivered", dest_id=answer.ids.get(i, r.sent_id))
-                        for i, r in enumerate(batch) if i not in answer.again]
+            outcomes = accounted(batch, answer, caps.answer_for(op))
             again = [r for i, r in enumerate(batch) if i in answer.again]
             if again and tries < max_retries:
                 # The vendor asked for these records again (a locked row): resend them alone.
@@ -256,6 +256,36 @@ async def _deliver(dest: Writer, records: Iterable[Record],
                 w.cancel()
 
 
+def accounted(batch: list[Record], answer: Answer, kind: str) -> list[Outcome]:
+    """Each record's outcome from a success answer, held to what the vendor's answer kind
+    promises: a record is delivered only when the answer accounts for it. Records the answer
+    asks for again are left out (the caller resends them)."""
+    n = len(batch)
+    unplaced = list(answer.unplaced)
+    unplaced += [e for i, e in answer.rejected.items() if not 0 <= i < n]
+    took = n - len([i for i in answer.rejected.keys() | answer.again.keys() if 0 <= i < n])
+    if kind == "whole" and answer.counted is not None and answer.counted != took:
+        unplaced.append(f"it says it took {answer.counted} of the {took} records it did not "
+                        f"name as failed")
+    if kind == "results":
+        named = answer.confirmed | answer.ids.keys()
+    else:
+        named = set() if unplaced else set(range(n))
+    why = UNCONFIRMED + (f" ({unplaced[0][:200]})" if unplaced else
+                         f"; it answered: {answer.text[:300]}" if answer.text else "")
+    outcomes = []
+    for i, r in enumerate(batch):
+        if i in answer.again:
+            continue
+        if i in answer.rejected:
+            outcomes.append(Outcome(r, "rejected", answer.rejected[i], answer.ids.get(i)))
+        elif i in named:
+            outcomes.append(Outcome(r, "delivered", dest_id=answer.ids.get(i, r.sent_id)))
+        else:
+            outcomes.append(Outcome(r, "unconfirmed", why, answer.ids.get(i)))
+    return outcomes
+
+
 def count(report: Report, outcomes: list[Outcome]) -> None:
     """Tally outcomes into a report (also used by vendors' own bulk flows)."""
     for o in outcomes:
@@ -264,6 +294,8 @@ def count(report: Report, outcomes: list[Outcome]) -> None:
             continue
         if o.status == "rejected":
             report.rejected += 1
+        elif o.status == "unconfirmed":
+            report.unconfirmed += 1
         else:
             report.unsent += 1
         if len(report.errors) < 50:

@@ -77,7 +77,8 @@ class HubSpotDestination(JsonApi):
             max_concurrency=max_concurrency or 4,
             rate_limit=(requests_per_10s, 10.0),
             default_retry_after_s=10.0,
-            partial_failure="whole_batch",
+            answers="results",  # upsert and update name each input; archive answers 204
+            operation_answers={"archive": "whole"},
         )
 
     def __repr__(self) -> str:
@@ -178,9 +179,14 @@ class HubSpotWriter:
                 answer.ids[position[str(value).lower()]] = str(result.get("id"))
         for error in body.get("errors", []):
             message = f"{error.get('category', '')}: {error.get('message', '')}".strip(": ")
-            for value in (error.get("context") or {}).get("ids", []):
-                if str(value).lower() in position:
-                    answer.rejected[position[str(value).lower()]] = message
+            # `context` is free-form ({} in HubSpot's own example): an error may name no input.
+            context = error.get("context") if isinstance(error.get("context"), dict) else {}
+            named = [position[str(v).lower()] for v in context.get("ids") or []
+                     if str(v).lower() in position]
+            for i in named:
+                answer.rejected[i] = message
+            if not named:
+                answer.unplaced.append(message)
         return answer
 
     async def follow_up(self, call: Exchange, operation: str, records: list[Record],

@@ -87,7 +87,6 @@ class IterableDestination(JsonApi):
             operation_limits={op: (LIMITS[op][1], 1.0) for op in operations},
             default_retry_after_s=1.0,  # Iterable documents no Retry-After
             deduplicates=operations == {"trackBulk"},
-            partial_failure="per_item",
         )
 
     def writer(self, sync_name: str, sync: SyncConfig) -> IterableWriter:
@@ -202,6 +201,8 @@ class IterableWriter:
             for value in failed:
                 for i in position.get(norm(str(value)), []):
                     answer.rejected.setdefault(i, f"{key}: {FAILURES.get(key, 'failed')}")
+        if isinstance(body.get("successCount"), int):
+            answer.counted = body["successCount"]
         disallowed = set(body.get("disallowedEventNames") or [])
         for i, v in enumerate(values):
             if operation == "trackBulk" and v.get("eventName") in disallowed:

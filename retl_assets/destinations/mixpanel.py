@@ -118,7 +118,6 @@ class MixpanelDestination:
             byte_rate=(BYTES_PER_MINUTE, 60 * 1.02 + 0.25),
             default_retry_after_s=BACKOFF_START_S,
             deduplicates=True,  # /import drops a repeated $insert_id
-            partial_failure="per_item",
         )
 
     def __repr__(self) -> str:
@@ -266,7 +265,9 @@ class MixpanelWriter:
             if status == 400 and isinstance(body.get("failed_records"), list) \
                     and body["failed_records"]:
                 return self._partial(body, records)
-            return status_answer(response) or Answer("ok")
+            imported = body.get("num_records_imported")
+            return status_answer(response) or Answer(
+                "ok", counted=imported if isinstance(imported, int) else None)
         failed = status_answer(response)
         if failed:
             return failed
@@ -294,11 +295,14 @@ class MixpanelWriter:
                     by_insert_id = {_insert_id(r): i for i, r in enumerate(records)}
                 index = by_insert_id.get(insert_id)
                 if index is None:
+                    answer.unplaced.append(str(failure.get("message") or failure))
                     continue
             field = failure.get("field") or ""
             message = str(failure.get("message") or body.get("error") or "failed validation")
             answer.rejected[index] = f"{field}: {message}" if field and field not in message \
                 else message
+        if isinstance(body.get("num_records_imported"), int):
+            answer.counted = body["num_records_imported"]
         if len(answer.rejected) < len(body["failed_records"]) and not answer.rejected:
             # Nothing could be matched to our events: let the engine isolate them.
             return Answer("refused", error=f"HTTP 400: {json.dumps(body)[:300]}")

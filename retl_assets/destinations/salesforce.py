@@ -86,7 +86,7 @@ class SalesforceDestination:
             max_concurrency=max_concurrency or 4,
             rate_limit=None,  # a daily allocation, not a window: see `classify`
             default_retry_after_s=CONCURRENCY_WAIT_S,
-            partial_failure="per_item",
+            answers="results",  # one result per record, in request order
         )
 
     def __repr__(self) -> str:
@@ -181,10 +181,11 @@ class SalesforceWriter:
             errors = result.get("errors") or []
             codes = {e.get("statusCode") for e in errors if isinstance(e, dict)}
             if result.get("success"):
+                answer.confirmed.add(i)
                 if operation == "upsert" and result.get("id"):
                     answer.ids[i] = str(result["id"])
             elif operation == "delete" and codes and codes <= set(GONE):
-                continue  # deleted before: what the delete wanted
+                answer.confirmed.add(i)  # deleted before: what the delete wanted
             elif _passing(errors):
                 answer.again[i] = record_error(errors)  # lands when sent again
             else:

@@ -65,7 +65,6 @@ class SegmentDestination:
             max_concurrency=max_concurrency or 4,
             rate_limit=(3000, 3.0) if kind == "customerio" else (1000, 1.0),
             deduplicates=True,
-            partial_failure="whole_batch",
         )
 
     def __repr__(self) -> str:

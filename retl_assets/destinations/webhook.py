@@ -97,7 +97,6 @@ class WebhookDestination:
             max_concurrency=max_concurrency or 4,
             rate_limit=None,  # the receiver's own, if any: the project's `rate_limit: "N/S"`
             deduplicates=True,  # by contract: receivers drop a repeated idempotency_key
-            partial_failure="per_item",
         )
 
     def __repr__(self) -> str:
@@ -167,33 +166,36 @@ class WebhookWriter:
             return Answer("refused", error=error)
         if not 200 <= status < 300:
             return Answer("retry", error=error)  # 1xx/3xx: not an answer we understand
-        answer = Answer("ok", rejected=_item_errors(response, records))
+        answer = _item_errors(response, records)
         if self._mirror and operation == "upsert":
             answer.ids = {i: r.key for i, r in enumerate(records) if i not in answer.rejected}
         return answer
 
 
-def _item_errors(response: httpx.Response, records: list[Record]) -> dict[int, str]:
-    """{index: message} from a body's `errors`, each naming its item by index or key."""
+def _item_errors(response: httpx.Response, records: list[Record]) -> Answer:
+    """The body's `errors`, each naming its item by index or idempotency key; one that names
+    no item of the batch is kept as unplaced."""
+    answer = Answer("ok")
     try:
         body = response.json()
     except ValueError:
-        return {}
+        return answer
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, list):
-        return {}
+        return answer
     by_key = {r.msgid: i for i, r in enumerate(records)}
-    out: dict[int, str] = {}
     for item in errors:
-        if not isinstance(item, dict):
-            continue
-        index = item.get("index")
+        message = item.get("message") if isinstance(item, dict) else item
+        message = message if isinstance(message, str) else json.dumps(message)
+        index = item.get("index") if isinstance(item, dict) else None
         if not (isinstance(index, int) and 0 <= index < len(records)):
-            index = by_key.get(str(item.get("idempotency_key")))
-        if index is not None:
-            message = item.get("message")
-            out[index] = message if isinstance(message, str) else json.dumps(message)
-    return out
+            index = by_key.get(str(item.get("idempotency_key"))) if isinstance(item, dict) \
+                else None
+        if index is None:
+            answer.unplaced.append(message)
+        else:
+            answer.rejected[index] = message
+    return answer
 
 
 def connect(name: str, config: WebhookConfig) -> WebhookDestination:
