@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+from retl_assets.emulators import EmulatorServer, SegmentEmulator, build_segment_app
 from retl_assets_tests.conftest import WRITE_KEY
 
 
@@ -103,3 +104,20 @@ def test_test_connection_says_plainly_what_is_wrong(workspace, emulator):
     assert code == 1 and "refused the credentials" in out and "nope" not in out
     code, _, err = run_retl(workspace, "test-connection", "cio", env={"CIO_WRITE_KEY": ""})
     assert code == 2 and "CIO_WRITE_KEY is not set" in err
+
+
+def test_test_connection_says_a_segment_key_cannot_be_confirmed(workspace):
+    # Segment answers 200 to any write key, so a "credentials accepted" would be a lie.
+    segment = SegmentEmulator(write_keys={"right-key"}, flavor="segment")
+    with EmulatorServer(build_segment_app(segment)) as server:
+        path = workspace.root / "retl.yaml"
+        path.write_text(path.read_text().replace("destinations:\n", (
+            "destinations:\n  seg:\n    type: segment\n"
+            "    write_key: {env: SEG_WRITE_KEY}\n"
+            f"    base_url: {server.url}\n"), 1))
+        code, out, _ = run_retl(workspace, "test-connection", "seg", "--json",
+                                env={"SEG_WRITE_KEY": "wrong-key"})
+    result = json.loads(out)
+    assert code == 0 and result["ok"] is True
+    assert "cannot be confirmed" in result["message"] and "wrong-key" not in out
+    assert segment.state()["stats"]["unauthorized"] == 1

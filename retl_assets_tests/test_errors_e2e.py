@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 
+import re
+
 import pytest
 
+from retl_assets.emulators import EmulatorServer, SegmentEmulator, build_segment_app
 from retl_assets.errors import ProjectError
 from retl_assets_tests.conftest import free_port
 
@@ -88,13 +91,31 @@ def test_unreachable_destination_fails_and_keeps_the_changes(workspace, emulator
 
 
 def test_wrong_write_key_stops_at_once_naming_the_destination(workspace, emulator, monkeypatch):
+    # Customer.io answers a wrong key 200 unless asked for strict mode, which retl does.
     monkeypatch.setenv("CIO_WRITE_KEY", "wrong-key")
     run = workspace.sync()
     assert run.status == "failure"
     assert any("'cio' refused the credentials" in e for e in run.errors), run.errors
     assert "wrong-key" not in " ".join(run.errors)
-    assert emulator.state()["stats"]["status"].get("401", 0) <= 4  # no retry storm
+    assert 1 <= emulator.state()["stats"]["status"].get("401", 0) <= 4  # no retry storm
+    assert emulator.state()["profiles"] == {} and emulator.state()["stats"]["unauthorized"] == 0
     assert workspace.store.sync_state("contacts_identify").cursor is None
+
+
+def test_a_wrong_segment_write_key_goes_unnoticed_as_at_segment(workspace, monkeypatch):
+    # Segment answers 200 to a wrong key and drops the events: retl cannot tell, and says so
+    # in test-connection and the README. This pins that limit down rather than hiding it.
+    segment = SegmentEmulator(write_keys={"right-key"}, flavor="segment")
+    with EmulatorServer(build_segment_app(segment)) as server:
+        text = (workspace.root / "retl.yaml").read_text()
+        (workspace.root / "retl.yaml").write_text(
+            re.sub(r"base_url: \S+", f"base_url: {server.url}", text)
+            .replace("type: customerio", "type: segment"))
+        monkeypatch.setenv("CIO_WRITE_KEY", "wrong-key")
+        run = workspace.sync()
+    assert run.status == "success", run.errors
+    assert segment.state()["profiles"] == {}
+    assert segment.state()["stats"]["unauthorized"] >= 1
 
 
 def test_missing_secret_names_the_variable(workspace, monkeypatch):

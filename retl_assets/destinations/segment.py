@@ -2,12 +2,18 @@
 
 POST {base}/v1/batch {"batch": [...]} with HTTP Basic auth (write key as user name);
 32 KB a message, 500 KB a request. The API answers a batch as a whole: 200 for all of it,
-400 when it refuses it (the engine splits to find the bad message), 401 for a bad key.
+400 when it refuses it (the engine splits to find the bad message).
+
+Neither vendor refuses a bad key by default: Segment answers 200 to everything but JSON and
+size errors, and Customer.io answers 200 and only logs the error. retl sends Customer.io
+`X-Strict-Mode: 1`, which makes a bad key a 401 and a bad message a 400; Segment has no such
+mode, so a wrong Segment write key cannot be detected (test-connection says so).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 
 import httpx
 
@@ -18,6 +24,7 @@ from retl_assets.destinations.base import (
     blank,
     first_problem,
     json_batch,
+    json_body,
     status_answer,
 )
 from retl_assets.destinations.retry import parse_retry_after
@@ -27,6 +34,9 @@ from retl_assets.project.schema import DestinationBase, Secret, SyncConfig
 from retl_assets.state.store import MSGID
 
 BASE_URLS = {"customerio": "https://cdp.customer.io", "segment": "https://api.segment.io"}
+CUSTOMERIO_EU = "https://cdp-eu.customer.io"
+# Customer.io API keys name their region; its own library sends them as a Bearer token.
+REGION_KEY = re.compile(r"(?:pk|sk)_(us|eu)_")
 CALLS = ("identify", "track", "group", "page", "screen", "alias")
 ACTIONS = {"customerio": CALLS, "segment": CALLS}
 TOP_LEVEL = frozenset({
@@ -54,9 +64,15 @@ class SegmentDestination:
                  max_concurrency: int | None = None, batch_size: int | None = None):
         self.name = name
         self.kind = kind
-        self.base_url = (base_url or BASE_URLS[kind]).rstrip("/")
+        region_key = REGION_KEY.match(write_key) if kind == "customerio" else None
+        default_url = CUSTOMERIO_EU if region_key and region_key.group(1) == "eu" \
+            else BASE_URLS[kind]
+        self.base_url = (base_url or default_url).rstrip("/")
         # The key lives only inside the header value; repr() never shows it.
-        self._auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+        self._headers = {"Authorization": f"Bearer {write_key}" if region_key else
+                         "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
+        if kind == "customerio":
+            self._headers["X-Strict-Mode"] = "1"  # else a bad key or message gets a 200
         self.capabilities = Capabilities(
             records_per_request=min(batch_size or MAX_BATCH, MAX_BATCH),
             # A little under the published limits: the envelope adds a few bytes.
@@ -76,12 +92,19 @@ class SegmentDestination:
     def check_request(self, client: httpx.Client) -> httpx.Request:
         # The tracking API has no read call; an empty batch checks the key and sends nothing.
         return client.build_request("POST", f"{self.base_url}/v1/batch", json={"batch": []},
-                                    headers={"Authorization": self._auth})
+                                    headers=self._headers)
+
+    def check_answer(self, response: httpx.Response) -> tuple[bool, str] | None:
+        if self.kind == "segment" and response.is_success:
+            return True, (f"{self.base_url} answered, but Segment accepts any write key (it "
+                          f"answers 200 and drops the events of a wrong one), so the key cannot "
+                          f"be confirmed; look for a test event in the source's debugger")
+        return None
 
     def post(self, client: httpx.AsyncClient, records: list[Record]) -> httpx.Request:
         return client.build_request(
             "POST", f"{self.base_url}/v1/batch", content=json_batch(records, "batch"),
-            headers={"Authorization": self._auth, "Content-Type": "application/json"},
+            headers={**self._headers, "Content-Type": "application/json"},
         )
 
 
@@ -134,7 +157,18 @@ class SegmentWriter:
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
+        if failed:
+            failed.error = _vendor_error(response) or failed.error
         return failed or Answer("ok")
+
+
+def _vendor_error(response: httpx.Response) -> str | None:
+    """The error as both vendors word it, `{code, message}`; None for another body."""
+    body = json_body(response)
+    if not isinstance(body.get("message"), str):
+        return None
+    code = f" {body['code']}" if body.get("code") else ""
+    return f"HTTP {response.status_code}{code}: {body['message'][:300]}"
 
 
 def connect(name: str, config: SegmentConfig) -> SegmentDestination:

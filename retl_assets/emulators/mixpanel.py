@@ -6,8 +6,12 @@ What a client meets here, in order (common.py runs the first four):
    (`rate_limit`, for tests; Mixpanel publishes its limit in events and bytes, below);
 3. injected 429s (Mixpanel's body, no Retry-After) and 500/502s;
 4. the endpoint:
-   - /import: HTTP Basic, a service account (user:secret, with the right `project_id`) or a
-     project token as user name with an empty password, else 401; over 10 MB uncompressed
+   - Bodies: JSON (an array; NDJSON for /import), or a form whose `data` field holds the JSON
+     (one object or an array) beside `verbose`, `ip`, `api_key`: what Mixpanel's own Python
+     library posts. Form fields count as query parameters.
+   - /import: HTTP Basic, a service account (user:secret, with the right `project_id`), a
+     project API secret as user name (the library's legacy `api_secret`) or a project token
+     as user name, both with an empty password, else 401; over 10 MB uncompressed
      -> 413; over 2,000 events -> 400; then the project's rolling limits, about 30k events
      a second and 2 GB of JSON, both over a rolling minute -> 429; then every event is
      checked (`event`, `properties.time` from 1971 to an hour ahead, `distinct_id` not a
@@ -15,7 +19,9 @@ What a client meets here, in order (common.py runs the first four):
      properties). With
      strict=1 any failure answers 400 with `failed_records: [{index, $insert_id, field,
      message}]` while the valid events are imported; without it they are dropped silently.
-     Events with the same (event, time, distinct_id, $insert_id) are one event.
+     Events with the same (event, time, distinct_id, $insert_id) are one event. With
+     verbose=1 (undocumented for /import, but what the library asks for and reads) a 200
+     is `{status: 1 | 0, error}` as /engage answers it.
    - /engage: a JSON array of up to 2,000 updates; each carries the project `$token` (an
      unknown token answers 401, which Mixpanel documents but does not explain: unverified).
      Invalid updates are ignored; the answer is 200 with `1` (some update valid) or `0`,
@@ -30,7 +36,8 @@ import gzip
 import json
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -52,6 +59,15 @@ MAX_RECORDS = 2000
 EVENTS_LIMIT = (1_800_000, 60.0)  # "~30k events per second", over a rolling minute
 BYTES_PER_MINUTE = 2 * 1024 ** 3
 RATE_MESSAGE = "Project exceeded rate limits. Please retry the request with exponential backoff."
+FORM = "application/x-www-form-urlencoded"
+
+
+class Payload(NamedTuple):
+    """A request's JSON payload (uncompressed) and its parameters (query, then form fields)."""
+
+    data: bytes
+    params: dict[str, str]
+    form: bool  # the payload came as a form's `data` field, which may hold one object
 
 
 def _answer(code: int, status: str, error: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -66,6 +82,7 @@ class MixpanelEmulator(BaseEmulator):
 
     tokens: the project's tokens; None accepts any non-empty token.
     service_accounts: {user: secret} with access to the project; None accepts any pair.
+    api_secrets: the project's API secrets (legacy /import auth, as Basic user name).
     project_id: the project's id, which a service account must name.
     events_limit: (events, seconds) of the rolling ingestion limit (Mixpanel: ~30k events a
         second over a rolling minute, so (1_800_000, 60.0)), over /import and /engage.
@@ -78,6 +95,7 @@ class MixpanelEmulator(BaseEmulator):
 
     def __init__(self, tokens: set[str] | None = None, *,
                  service_accounts: dict[str, str] | None = None, project_id: str = "1",
+                 api_secrets: set[str] | None = None,
                  events_limit: tuple[int, float] = EVENTS_LIMIT,
                  bytes_per_minute: int = BYTES_PER_MINUTE,
                  rate_limit: tuple[int, float] | None = None,
@@ -85,6 +103,7 @@ class MixpanelEmulator(BaseEmulator):
         super().__init__(faults, seed)
         self.tokens = set(tokens or ())
         self.service_accounts = dict(service_accounts) if service_accounts is not None else None
+        self.api_secrets = set(api_secrets or ())
         self.project_id = project_id
         self.events_limit = events_limit
         self.bytes_per_minute = bytes_per_minute
@@ -159,13 +178,15 @@ class MixpanelEmulator(BaseEmulator):
 
     async def import_events(self, request: Request, faults: Faults) -> Reply:
         self._authenticate_import(request)
-        data = await _body(request)
+        payload = await _payload(request)
+        data = payload.data
         if len(data) > MAX_REQUEST_BYTES:
             with self._lock:
                 self._violation("request over 10 MB")
             raise Refused(413, _answer(413, "Request Entity Too Large",
                                        f"request exceeds max limit of {MAX_REQUEST_BYTES} bytes"))
-        events = _events(data, request.headers.get("content-type", ""))
+        ndjson = "ndjson" in request.headers.get("content-type", "")
+        events = _records(data, ndjson=ndjson, single=payload.form)
         if events is None:
             with self._lock:
                 self._violation("body is neither a JSON array nor NDJSON")
@@ -176,7 +197,7 @@ class MixpanelEmulator(BaseEmulator):
             raise Refused(400, _answer(400, "Bad Request",
                                        f"too many events in one request: max {MAX_RECORDS}"))
         self._spend(len(events), len(data))
-        strict = request.query_params.get("strict") == "1"
+        strict = payload.params.get("strict") == "1"
         now = time.time()
         failed = []
         with self._lock:
@@ -196,16 +217,14 @@ class MixpanelEmulator(BaseEmulator):
             raise Refused(400, _answer(400, "Bad Request",
                                        "some data points in the request failed validation",
                                        num_records_imported=imported, failed_records=failed))
-        return Reply(200, _answer(200, "OK", num_records_imported=imported))
+        return _imported(payload.params.get("verbose") == "1", imported, failed)
 
     async def engage(self, request: Request, faults: Faults) -> Reply:
-        data = await _body(request)
-        verbose = request.query_params.get("verbose") == "1"
-        try:
-            updates = json.loads(data)
-        except ValueError:  # also UnicodeDecodeError
-            updates = None
-        if not isinstance(updates, list):
+        payload = await _payload(request)
+        data = payload.data
+        verbose = payload.params.get("verbose") == "1"
+        updates = _records(data, ndjson=False, single=payload.form)
+        if updates is None:
             with self._lock:
                 self._violation("engage body is not a JSON array")
             return self._engaged(verbose, False, "data, missing or empty")
@@ -252,6 +271,8 @@ class MixpanelEmulator(BaseEmulator):
         project_id = request.query_params.get("project_id")
         if user and secret:  # a service account must name a project it can reach
             ok = self._account_ok(user, secret) and project_id == self.project_id
+        elif user in self.api_secrets:  # the secret names its project
+            ok = True
         elif user:  # the project token, with or without project_id
             ok = (not self.tokens or user in self.tokens) and project_id in (None,
                                                                             self.project_id)
@@ -259,6 +280,14 @@ class MixpanelEmulator(BaseEmulator):
             ok = False
         if not ok:
             raise Refused(401, _answer(401, "Unauthorized", "Invalid credentials"))
+
+
+def _imported(verbose: bool, imported: int, failed: list[dict[str, Any]]) -> Reply:
+    """A 200 to /import; with verbose=1 in /engage's shape, which Mixpanel's library reads."""
+    if not verbose:
+        return Reply(200, _answer(200, "OK", num_records_imported=imported))
+    ok = imported > 0 or not failed
+    return Reply(200, {"status": 1 if ok else 0, "error": None if ok else failed[0]["message"]})
 
 
 def _basic(header: str) -> tuple[str | None, str | None]:
@@ -283,13 +312,29 @@ async def _body(request: Request) -> bytes:
     return raw
 
 
-def _events(data: bytes, content_type: str) -> list[Any] | None:
+async def _payload(request: Request) -> Payload:
+    """The JSON payload and parameters of a JSON body or of a form's `data` field."""
+    raw = await _body(request)
+    params = dict(request.query_params)
+    if FORM not in request.headers.get("content-type", ""):
+        return Payload(raw, params, form=False)
+    fields = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace"),
+                                            keep_blank_values=True).items()}
+    data = fields.pop("data", "")
+    return Payload(data.encode(), {**params, **fields}, form=True)
+
+
+def _records(data: bytes, *, ndjson: bool, single: bool) -> list[Any] | None:
+    """The records of a JSON array (or NDJSON); `single`: one JSON object is one record, as
+    Mixpanel takes it in a `data` parameter. None when the payload is neither."""
     try:
-        if "ndjson" in content_type:
+        if ndjson:
             return [json.loads(line) for line in data.splitlines() if line.strip()]
         parsed = json.loads(data)
-    except ValueError:
+    except ValueError:  # also UnicodeDecodeError
         return None
+    if single and isinstance(parsed, dict):
+        return [parsed]
     return parsed if isinstance(parsed, list) else None
 
 

@@ -4,6 +4,16 @@ It enforces the contract in CONTRACTS.md ("Segment HTTP Tracking API and Custome
 Pipelines") so that a client which breaks it is caught in tests, keeps what it accepted in
 memory so tests can assert on the result, and injects faults (errors, 429s, latency, outages,
 poison messages) so retry and back-off paths can be exercised.
+
+Credentials are answered as the vendors answer them, not as a client might wish:
+- Segment answers 200 to every request but a JSON error or an over-size one, so a wrong
+  write key gets 200 and its messages are dropped (`strict_auth=True` answers 401 instead,
+  for tests of a client's auth handling).
+- Customer.io Data Pipelines is as permissive unless the request carries `X-Strict-Mode: 1`;
+  then a wrong key is a 401 and an invalid message or an over-size request a 400.
+- The key is the Basic user name; Customer.io also takes it as a Bearer token (its own
+  library sends keys shaped `pk_us_...` / `sk_eu_...` that way).
+Error bodies are `{code, message}`, which both vendors' Python libraries read.
 """
 
 from __future__ import annotations
@@ -39,6 +49,12 @@ MAX_MESSAGE_BYTES = 32 * 1024
 SEGMENT_MAX_BATCH_MESSAGES = 2500
 MAX_MESSAGE_ID_CHARS = 100  # messageId must be shorter than this
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")  # each has /v1/<type>
+STRICT_VALUES = ("1", "true")  # X-Strict-Mode values that turn strict mode on
+
+
+def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    """An error body as the vendors' libraries read it: `payload["code"]`, `["message"]`."""
+    return {"code": code, "message": message, **extra}
 
 
 def _compact_size(message: Any) -> int:
@@ -85,6 +101,7 @@ def _empty_stats() -> dict[str, Any]:
         "batches_accepted": 0,
         "messages_accepted": 0,
         "duplicates": 0,
+        "unauthorized": 0,  # requests answered 200 and dropped for a wrong or missing key
         "contract_violations": [],
     }
 
@@ -99,6 +116,7 @@ class SegmentEmulator(BaseEmulator):
         faults: Faults | None = None,
         seed: int = 0,
         rate_limit: tuple[int, float] | None = None,
+        strict_auth: bool = False,
     ) -> None:
         if flavor not in ("customerio", "segment"):
             raise ValueError(f"flavor must be 'customerio' or 'segment', got {flavor!r}")
@@ -107,6 +125,8 @@ class SegmentEmulator(BaseEmulator):
         super().__init__(faults, seed)
         self.write_keys = set(write_keys or ())
         self.flavor: Flavor = flavor
+        # A 401 for a wrong key where the vendor would answer 200 (see the module docstring).
+        self.strict_auth = strict_auth
         self.rate_limit = rate_limit
         # Without a configured limit the window only observes, over one second (the unit of
         # Segment's published rate), so max_requests_in_window is always meaningful.
@@ -151,47 +171,54 @@ class SegmentEmulator(BaseEmulator):
     async def _process(
         self, request: Request, implied_type: str | None, faults: Faults
     ) -> dict[str, Any]:
-        raw = await request.body()
-        data: bytes | None = raw
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            try:
-                data = gzip.decompress(raw)
-            except (OSError, EOFError):
-                data = None
-        parsed, json_ok = None, False
-        if data is not None:
-            try:
-                parsed, json_ok = json.loads(data), True
-            except ValueError:  # also covers UnicodeDecodeError; checked after auth, below
-                pass
+        strict = self._strict(request)
+        data, parsed, json_ok = _decode(await request.body(), request.headers)
+        authorized = self._authorized(self._write_key(request, parsed))
+        if not authorized and (strict or self.strict_auth):
+            raise Refused(401, _error("unauthorized", "invalid or missing write key"))
+        if not self._readable(data, json_ok, strict):
+            return self._success()  # Customer.io answers 200 and silently drops the request
+        if not authorized:
+            # The vendor answers 200 and drops it; only its own logs tell why.
+            with self._lock:
+                self.stats["unauthorized"] += 1
+            return self._success()
+        messages = self._messages(parsed, implied_type)
+        self._apply(messages, faults, reject=strict or faults.reject_invalid_batches)
+        return self._success()
 
-        self._authenticate(request, parsed)
-
+    def _readable(self, data: bytes | None, json_ok: bool, strict: bool) -> bool:
+        """Refuse a body that is not gzip or JSON (400); False for an over-size one that
+        Customer.io drops quietly (Segment, and Customer.io in strict mode, answer 400)."""
         if data is None:
             self._violation("body is not valid gzip", None)
-            raise Refused(400, {"error": "invalid gzip body"})
+            raise Refused(400, _error("invalid_request", "invalid gzip body"))
         if len(data) > MAX_REQUEST_BYTES:
             self._violation("request larger than 500 KB", None)
-            if self.flavor == "segment":
-                raise Refused(400, {"error": "batch too large"})
-            return self._success()  # Customer.io answers 200 and silently drops the request
+            if self.flavor == "segment" or strict:
+                raise Refused(400, _error("payload_too_large", "batch too large"))
+            return False
         if not json_ok:
             self._violation("invalid JSON", None)
-            raise Refused(400, {"error": "invalid JSON"})
-        messages = self._messages(parsed, implied_type)
-        self._apply(messages, faults)
-        return self._success()
+            raise Refused(400, _error("invalid_json", "invalid JSON"))
+        return True
 
     def _admit(self, request: Request, faults: Faults) -> dict[str, str]:
         # Segment checks the key after reading the body (it may be in it), so only the rate
         # limit runs here, ahead of the injected faults as it always has.
         wait = self._arrive(self._window)
         if wait is not None:
-            raise Refused(429, {"error": "rate limit exceeded"}, self._retry(wait))
+            raise Refused(429, _error("rate_limited", "rate limit exceeded"), self._retry(wait))
         return {}
 
     def _injected_429(self, faults: Faults, headers: dict[str, str]) -> Refused:
-        return Refused(429, {"error": "rate limit exceeded"}, self._retry(faults.retry_after))
+        return Refused(429, _error("rate_limited", "rate limit exceeded"),
+                       self._retry(faults.retry_after))
+
+    def _fault_body(self, status: int) -> Any:
+        if status == 503:
+            return _error("service_unavailable", "service unavailable")
+        return _error("internal_error", "internal server error")
 
     def _retry(self, seconds: float) -> dict[str, str]:
         headers = {"Retry-After": seconds_header(seconds)}
@@ -199,27 +226,39 @@ class SegmentEmulator(BaseEmulator):
             headers["X-RateLimit-Reset"] = headers["Retry-After"]  # Segment documents both
         return headers
 
-    def _authenticate(self, request: Request, parsed: Any) -> None:
-        key = _basic_user(request.headers.get("authorization", ""))
+    def _strict(self, request: Request) -> bool:
+        """Customer.io's strict mode; Segment has none."""
+        value = request.headers.get("x-strict-mode", "").strip().lower()
+        return self.flavor == "customerio" and value in STRICT_VALUES
+
+    def _write_key(self, request: Request, parsed: Any) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        key = None
+        if scheme.lower() == "basic":
+            key = _basic_user(token)
+        elif scheme.lower() == "bearer" and self.flavor == "customerio":
+            key = token.strip() or None  # how Customer.io's library sends pk_/sk_ keys
         if key is None and self.flavor == "segment" and isinstance(parsed, dict):
             body_key = parsed.get("writeKey")  # Segment documents writeKey in the body too
             key = body_key if isinstance(body_key, str) else None
-        if not key or (self.write_keys and key not in self.write_keys):
-            raise Refused(401, {"error": "Unauthorized: invalid write key"})
+        return key
+
+    def _authorized(self, key: str | None) -> bool:
+        return bool(key) and (not self.write_keys or key in self.write_keys)
 
     def _messages(self, parsed: Any, implied_type: str | None) -> list[Any]:
         if not isinstance(parsed, dict):
             self._violation("body is not a JSON object", None)
-            raise Refused(400, {"error": "body must be a JSON object"})
+            raise Refused(400, _error("invalid_request", "body must be a JSON object"))
         if implied_type is not None:
             return [{**parsed, "type": implied_type}]
         batch = parsed.get("batch")
         if not isinstance(batch, list):
             self._violation("batch is not a list", None)
-            raise Refused(400, {"error": "batch must be a list of messages"})
+            raise Refused(400, _error("invalid_request", "batch must be a list of messages"))
         if self.flavor == "segment" and len(batch) > SEGMENT_MAX_BATCH_MESSAGES:
             self._violation("more than 2500 messages in a batch", None)
-            raise Refused(400, {"error": "too many messages in batch"})
+            raise Refused(400, _error("invalid_request", "too many messages in batch"))
         shared = parsed.get("context")
         if isinstance(shared, dict):
             # Batch-level context is a default; each message's own context wins.
@@ -231,27 +270,22 @@ class SegmentEmulator(BaseEmulator):
             ]
         return batch
 
-    def _apply(self, messages: list[Any], faults: Faults) -> None:
+    def _apply(self, messages: list[Any], faults: Faults, reject: bool) -> None:
+        """Store the valid messages; `reject`: refuse the whole batch for an invalid one
+        (strict mode, or the reject_invalid_batches fault) instead of dropping that one."""
         # First pass decides the whole batch before anything is stored.
         problems: list[tuple[int, str]] = []
         for index, message in enumerate(messages):
             if faults.poisons(message):
-                raise Refused(
-                    400,
-                    {
-                        "error": "message refused by the destination",
-                        "index": index,
-                        "messageId": _message_id(message),
-                    },
-                )
+                raise Refused(400, _error("invalid_request", "message refused by the destination",
+                                          index=index, messageId=_message_id(message)))
             reason = _contract_error(message)
             if reason is None:
                 continue
-            if faults.reject_invalid_batches:
+            if reject:
                 self._violation(reason, _message_id(message))
-                raise Refused(
-                    400, {"error": reason, "index": index, "messageId": _message_id(message)}
-                )
+                raise Refused(400, _error("invalid_request", reason, index=index,
+                                          messageId=_message_id(message)))
             problems.append((index, reason))
 
         dropped = {index for index, _ in problems}
@@ -306,10 +340,25 @@ def _message_id(message: Any) -> Any:
     return message.get("messageId") if isinstance(message, dict) else None
 
 
-def _basic_user(header: str) -> str | None:
-    """The write key from `Basic base64(key:)`; None when absent or not of that form."""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "basic" or not token:
+def _decode(raw: bytes, headers: Any) -> tuple[bytes | None, Any, bool]:
+    """(body after gzip or None when it is not gzip, parsed JSON, whether it parsed)."""
+    data: bytes | None = raw
+    if headers.get("content-encoding", "").lower() == "gzip":
+        try:
+            data = gzip.decompress(raw)
+        except (OSError, EOFError):
+            data = None
+    if data is None:
+        return None, None, False
+    try:
+        return data, json.loads(data), True
+    except ValueError:  # also covers UnicodeDecodeError
+        return data, None, False
+
+
+def _basic_user(token: str) -> str | None:
+    """The write key from the credentials of `Basic base64(key:)`; None when not of that form."""
+    if not token.strip():
         return None
     try:
         decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")

@@ -67,34 +67,86 @@ def test_server_binds_a_real_port_and_stops(serve: Serve) -> None:
         httpx.get(f"{url}/healthz", timeout=1)
 
 
-def test_auth_needs_the_write_key_as_basic_user(serve: Serve) -> None:
+STRICT = {"X-Strict-Mode": "1"}
+UNAUTHORIZED = {"code": "unauthorized", "message": "invalid or missing write key"}
+
+
+def bad_credentials(url: str, batch: dict[str, Any], **headers: str) -> list[httpx.Response]:
+    """No key, a wrong key, and the right key with a password (the key is the user name)."""
+    return [httpx.post(f"{url}/v1/batch", json=batch, auth=auth, headers=headers)
+            for auth in (None, ("secret-wrong-key", ""), (KEY, "pw"))]
+
+
+def test_customerio_answers_a_bad_key_200_and_drops_it_unless_strict(serve: Serve) -> None:
     client, emulator = serve()
     url = str(client.base_url)
     batch = {"batch": [identify("u1", email="a@x.io")]}
 
-    missing = httpx.post(f"{url}/v1/batch", json=batch)
-    wrong = httpx.post(f"{url}/v1/batch", json=batch, auth=("secret-wrong-key", ""))
-    with_password = httpx.post(f"{url}/v1/batch", json=batch, auth=(KEY, "pw"))
-    right = client.post("/v1/batch", json=batch)
+    for dropped in bad_credentials(url, batch):
+        assert (dropped.status_code, dropped.json()) == (200, {})
+    for refused in bad_credentials(url, batch, **STRICT):
+        assert (refused.status_code, refused.json()) == (401, UNAUTHORIZED)
+        assert "secret-wrong-key" not in refused.text
+    right = client.post("/v1/batch", json=batch, headers=STRICT)
 
-    for refused in (missing, wrong, with_password):
-        assert refused.status_code == 401
-        assert refused.json() == {"error": "Unauthorized: invalid write key"}
-    assert "secret-wrong-key" not in wrong.text
     assert (right.status_code, right.json()) == (200, {})
     state = emulator.state()
     assert state["profiles"] == {"u1": {"email": "a@x.io"}}
-    assert state["stats"]["status"] == {"401": 3, "200": 1}
+    assert state["stats"]["status"] == {"200": 4, "401": 3}
+    assert state["stats"]["unauthorized"] == 3
+
+
+def test_customerio_takes_the_key_as_a_bearer_token_too(serve: Serve) -> None:
+    client, emulator = serve(key=None, write_keys={"pk_us_abc"})
+    response = client.post("/v1/batch", json={"batch": [identify("u1", plan="pro")]},
+                           headers={"Authorization": "Bearer pk_us_abc", **STRICT})
+
+    assert response.status_code == 200
+    assert emulator.state()["profiles"] == {"u1": {"plan": "pro"}}
+
+
+def test_segment_answers_a_bad_key_200_and_ignores_strict_mode(serve: Serve) -> None:
+    client, emulator = serve(flavor="segment")
+    batch = {"batch": [identify("u1", email="a@x.io")]}
+
+    for dropped in bad_credentials(str(client.base_url), batch, **STRICT):
+        assert (dropped.status_code, dropped.json()) == (200, {"success": True})
+    bearer = httpx.post(f"{client.base_url}/v1/batch", json=batch,
+                        headers={"Authorization": f"Bearer {KEY}"})  # Segment: an OAuth token
+    assert bearer.status_code == 200
+    state = emulator.state()
+    assert state["profiles"] == {} and state["stats"]["unauthorized"] == 4
+
+
+def test_strict_auth_refuses_a_bad_segment_key_for_client_tests(serve: Serve) -> None:
+    client, emulator = serve(flavor="segment", strict_auth=True)
+    refused = bad_credentials(str(client.base_url), {"batch": [identify("u1")]})
+
+    assert [(r.status_code, r.json()) for r in refused] == [(401, UNAUTHORIZED)] * 3
+    assert send(client, identify("u1")).status_code == 200
 
 
 def test_write_key_in_body_is_segment_only(serve: Serve) -> None:
-    segment, _ = serve(key=None, flavor="segment")
-    customerio, _ = serve(key=None, flavor="customerio")
+    segment, seg = serve(key=None, flavor="segment")
+    customerio, cio = serve(key=None, flavor="customerio")
     body = {"batch": [identify("u1", plan="pro")], "writeKey": KEY}
 
     accepted = segment.post("/v1/batch", json=body)
     assert (accepted.status_code, accepted.json()) == (200, {"success": True})
-    assert customerio.post("/v1/batch", json=body).status_code == 401
+    assert seg.state()["profiles"] == {"u1": {"plan": "pro"}}
+    assert customerio.post("/v1/batch", json=body, headers=STRICT).status_code == 401
+    assert cio.state()["profiles"] == {}
+
+
+def test_strict_mode_refuses_an_invalid_message_with_the_whole_batch(serve: Serve) -> None:
+    client, emulator = serve()
+    batch = {"batch": [track("u1", "Signed Up", "ok-1"), track("u1", None, "bad-1")]}
+    response = client.post("/v1/batch", json=batch, headers=STRICT)
+
+    assert response.status_code == 400
+    assert response.json() == {"code": "invalid_request", "index": 1, "messageId": "bad-1",
+                               "message": "track needs a non-empty event"}
+    assert emulator.state()["events"] == []
 
 
 def test_identify_merges_traits_into_the_profile(serve: Serve) -> None:
@@ -222,7 +274,8 @@ def test_oversize_request_segment_answers_400(serve: Serve) -> None:
     big = [identify(f"u{i}", blob="x" * 30_000) for i in range(20)]  # ~600 KB, each < 32 KB
     response = send(client, *big)
 
-    assert (response.status_code, response.json()) == (400, {"error": "batch too large"})
+    assert (response.status_code, response.json()) == (
+        400, {"code": "payload_too_large", "message": "batch too large"})
     state = emulator.state()
     assert state["profiles"] == {}
     assert state["stats"]["contract_violations"][0]["reason"] == "request larger than 500 KB"
@@ -237,6 +290,9 @@ def test_oversize_request_customerio_answers_200_and_drops_it(serve: Serve) -> N
     state = emulator.state()
     assert state["profiles"] == {} and state["stats"]["batches_accepted"] == 0
     assert state["stats"]["contract_violations"][0]["reason"] == "request larger than 500 KB"
+    # Strict mode answers what it would otherwise drop.
+    strict = client.post("/v1/batch", json={"batch": big}, headers=STRICT)
+    assert (strict.status_code, strict.json()["code"]) == (400, "payload_too_large")
 
 
 def test_segment_refuses_more_than_2500_messages(serve: Serve) -> None:
@@ -252,7 +308,8 @@ def test_malformed_json_is_400(serve: Serve) -> None:
     response = client.post(
         "/v1/batch", content=b'{"batch": [', headers={"content-type": "application/json"}
     )
-    assert (response.status_code, response.json()) == (400, {"error": "invalid JSON"})
+    assert (response.status_code, response.json()) == (
+        400, {"code": "invalid_json", "message": "invalid JSON"})
 
 
 def test_rate_limit_answers_429_once_exceeded(serve: Serve) -> None:
