@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterEventType, DagsterInstance, RunsFilter
+from dagster import AssetKey, DagsterEventType, DagsterInstance, RunsFilter
 
 from retl_assets.assets import build_retl_definitions, job_name
 from retl_assets.assets.runtime import ALLOW_MASS_DELETE_TAG, FULL_RESYNC_TAG, MODEL_TAG
@@ -58,7 +58,8 @@ class RunSummary:
 
 def sync_model(project: Project, model: str, *, full_resync: bool = False,
                allow_mass_delete: bool = False, instance: DagsterInstance | None = None,
-               log_level: str = "DEBUG") -> RunSummary:
+               log_level: str = "DEBUG", assets: list[str] | None = None) -> RunSummary:
+    """Run the model's job; `assets` (keys such as "diffs/contacts") runs only those."""
     if model not in project.models:
         raise ProjectError(f"no model named {model!r} (models: {', '.join(project.models)})")
     defs = build_retl_definitions(project)
@@ -73,8 +74,10 @@ def sync_model(project: Project, model: str, *, full_resync: bool = False,
         ensure_dagster_home(project)
         instance = DagsterInstance.get()
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    selection = [AssetKey.from_user_string(a) for a in assets] if assets else None
     result = job.execute_in_process(run_config=run_config, instance=instance,
-                                    partition_key=partition, tags=tags, raise_on_error=False)
+                                    partition_key=partition, tags=tags, raise_on_error=False,
+                                    asset_selection=selection)
     return summarize(instance, model, result.run_id, partition)
 
 

@@ -1,10 +1,14 @@
-"""The project file as Dagster definitions: specs, assets, checks, jobs, schedules, sensors."""
+"""The project file as Dagster definitions: specs, assets, checks, jobs, schedules, sensors,
+resources."""
 
 from __future__ import annotations
 
 from dagster import AssetSelection, AssetSpec, Definitions, define_asset_job
 
 from retl_assets.assets.factory import diff_asset, model_asset, sync_asset
+from retl_assets.assets.resources import (
+    RetlDestinations, RetlSources, RetlStateStore, retl_resources,
+)
 from retl_assets.assets.translator import RetlAssetData, RetlTranslator
 from retl_assets.automation import model_schedule, model_trigger, partitions_for
 from retl_assets.project import Project
@@ -54,8 +58,10 @@ def build_retl_definitions(project: Project, translator: RetlTranslator | None =
             schedules.append(model_schedule(model, job))
         if model.config.trigger:
             sensors.append(model_trigger(model, job))
-    return Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors)
+    return Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
+                       resources=retl_resources(project))
 
 
-__all__ = ["RetlAssetData", "RetlTranslator", "build_retl_definitions", "build_retl_specs",
-           "job_name"]
+__all__ = ["RetlAssetData", "RetlDestinations", "RetlSources", "RetlStateStore",
+           "RetlTranslator", "build_retl_definitions", "build_retl_specs", "job_name",
+           "retl_resources"]

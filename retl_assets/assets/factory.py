@@ -14,19 +14,20 @@ from dagster import (
     AssetSpec,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     TableColumn,
     TableSchema,
     multi_asset,
 )
 
-from retl_assets.destinations import open_destination
 from retl_assets.diff.local import DiffOptions, diff_and_commit
 from retl_assets.errors import DestinationError, ModelError
 from retl_assets.project import Project
-from retl_assets.sources import open_source
 from retl_assets.state.snapshots import key_error, load_staged, stage
 from retl_assets.state.files import remove
+from retl_assets.state.store import Extract, Head, StateStore
 from retl_assets.sync import run_sync
+from retl_assets.assets.resources import RetlDestinations, RetlSources, RetlStateStore
 from retl_assets.assets.runtime import (
     ALLOW_MASS_DELETE_TAG, FULL_RESYNC_TAG, model_lease, run_started_at, tag_on,
 )
@@ -41,14 +42,14 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
               for c in KEY_CHECKS]
 
     @multi_asset(specs=[spec], check_specs=checks, name=_op_name("model", name))
-    def _model(context: AssetExecutionContext) -> Iterator:
-        with model_lease(context, project, name) as store:
+    def _model(context: AssetExecutionContext, retl_state: RetlStateStore,
+               retl_sources: ResourceParam[RetlSources]) -> Iterator:
+        with model_lease(context, retl_state.open(), name) as store:
             run_id = context.run.run_id
-            for old in (store.model_dir(name) / "staged").glob("*.parquet"):
-                remove(old)  # left by failed runs; the lease says no one else uses them
+            _drop_superseded_extracts(store, name)
             head = store.head(name)
             last_sync_time = int(head.run_started_at or 0) if model.incremental else 0
-            source = open_source(project, model.config.source)
+            source = retl_sources.open(model.config.source)
             staged = stage(name, model.keys, source, model.render_sql(last_sync_time),
                            store.staged_path(name, run_id), store.root / "tmp")
             report = staged.keys
@@ -73,6 +74,12 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
                     yield r
                 remove(staged.path)
                 raise ModelError(message)
+            # Checked: from here on this extract is the one the next diff takes.
+            store.write_pending_extract(name, Extract(
+                run_id, str(staged.path.relative_to(store.model_dir(name))), staged.rows,
+                run_started_at(context)))
+            context.log.info(f"model {name}: extracted {staged.rows} rows; diffs/{name} "
+                             f"compares them with snapshot v{head.version}")
             yield MaterializeResult(
                 asset_key=spec.key,
                 metadata={
@@ -95,30 +102,33 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
     model = project.models[name]
 
     @multi_asset(specs=[spec], name=_op_name("diff", name))
-    def _diff(context: AssetExecutionContext) -> Iterator:
-        with model_lease(context, project, name) as store:
-            path = store.staged_path(name, context.run.run_id)
-            if not path.exists():
-                raise ModelError(
-                    f"model {name!r}: no snapshot was extracted in this run; materialize "
-                    f"models/{name} together with diffs/{name}"
-                )
+    def _diff(context: AssetExecutionContext, retl_state: RetlStateStore) -> Iterator:
+        with model_lease(context, retl_state.open(), name) as store:
+            # The newest checked extract, from this run or an earlier models/M-only one.
+            extract = store.pending_extract(name)
+            if extract is None:
+                raise ModelError(_no_new_snapshot(name, store.head(name)))
+            # The extracting run's start, not ours: {{last_sync_time}} must not skip the
+            # rows that changed between the extract and this diff.
             changeset = diff_and_commit(
-                store, name, model.keys, load_staged(path), context.run.run_id,
-                run_started_at(context),
+                store, name, model.keys, load_staged(store.model_dir(name) / extract.file),
+                context.run.run_id, extract.run_started_at,
                 DiffOptions(keep_columns=project.kept_columns(name),
                             max_delete_fraction=model.config.max_delete_fraction,
                             allow_mass_delete=tag_on(context, ALLOW_MASS_DELETE_TAG),
                             incremental=model.incremental),
                 partition=context.partition_key if context.has_partition_key else None,
             )
-            context.log.info(f"model {name}: {changeset.counts} (changeset {changeset.seq})")
+            store.clear_pending_extract(name)
+            context.log.info(f"model {name}: {changeset.counts} (changeset {changeset.seq}, "
+                             f"extracted by run {extract.run_id})")
             yield MaterializeResult(asset_key=spec.key, metadata={
                 **changeset.counts,
                 "rows": changeset.rows,
                 "changeset": changeset.seq,
                 "snapshot_version": changeset.version,
                 "base_version": changeset.base_version,
+                "extracted_by_run": extract.run_id,
             })
 
     return _diff
@@ -129,9 +139,10 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
     dest_config = project.config.destinations[config.destination]
 
     @multi_asset(specs=[spec], name=_op_name("sync", name), pool=f"retl_{config.destination}")
-    def _sync(context: AssetExecutionContext) -> Iterator:
-        with model_lease(context, project, config.model) as store:
-            destination = open_destination(project, config.destination)
+    def _sync(context: AssetExecutionContext, retl_state: RetlStateStore,
+              retl_destinations: ResourceParam[RetlDestinations]) -> Iterator:
+        with model_lease(context, retl_state.open(), config.model) as store:
+            destination = retl_destinations.open(config.destination)
             result = run_sync(project, store, name, destination,
                               full_resync=tag_on(context, FULL_RESYNC_TAG),
                               max_retries=dest_config.max_retries,
@@ -179,6 +190,21 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
 
 def _first(errors: list[tuple[str, str, str]], kind: str) -> str:
     return next((error for _, k, error in errors if k == kind), "")
+
+
+def _drop_superseded_extracts(store: StateStore, name: str) -> None:
+    """A new extract supersedes any not yet diffed: it holds the model's current rows (an
+    incremental one reads from the same committed `last_sync_time`), so none is lost.
+    The lease says no other run uses them."""
+    store.clear_pending_extract(name)
+    for old in (store.model_dir(name) / "staged").glob("*.parquet"):
+        remove(old)
+
+
+def _no_new_snapshot(name: str, head: Head) -> str:
+    base = f"snapshot v{head.version}" if head.version else "no snapshot yet"
+    return (f"models/{name} has no new snapshot since the last diff (the base is {base}): "
+            f"materialise models/{name} first (or both together)")
 
 
 def _op_name(kind: str, name: str) -> str:

@@ -1,4 +1,4 @@
-"""What every retl step needs at run time: the project, the state store, the lease."""
+"""What every retl step reads from its run: tags, the start time, and the model's lease."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 from dagster import AssetExecutionContext, DagsterRunStatus
 
-from retl_assets.project import Project
 from retl_assets.state.lease import Held
 from retl_assets.state.store import StateStore
 
@@ -28,9 +27,9 @@ def run_started_at(context: AssetExecutionContext) -> float:
 
 
 @contextmanager
-def model_lease(context: AssetExecutionContext, project: Project, model: str) -> Iterator[StateStore]:
+def model_lease(context: AssetExecutionContext, store: StateStore,
+                model: str) -> Iterator[StateStore]:
     """Hold the model's lease for this step; a live run of another holder stops us at once."""
-    store = StateStore(project.state_dir)
 
     def active(run_id: str) -> bool:
         run = context.instance.get_run_by_id(run_id)

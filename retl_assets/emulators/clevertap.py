@@ -12,8 +12,8 @@ What a client meets here, in order:
 2. `X-CleverTap-Account-Id` and `X-CleverTap-Passcode`, else 401; the concurrency limit;
 3. injected 429s (no Retry-After: CleverTap documents none) and 500/503s;
 4. the endpoint: `{"d": [...]}` of at most 1,000 records, else 400; each record is checked
-   on its own (identity, type, ts in epoch seconds, event name, profile field values, keys
-   <= 120 bytes, values <= 512 bytes) and the answer is 200 `{status: success | partial |
+   on its own (identity, type, ts in epoch seconds, event name, an evtData object, profile
+   field values, keys <= 120 bytes, values <= 512 bytes) and the answer is 200 `{status: success | partial |
    fail, processed, unprocessed: [{status: "fail", code, error, record}]}`, the valid
    records stored. There is no time-window limit and no dedup.
 5. the delete endpoint: a JSON object with `identity` or `guid` (the objectId of the upload

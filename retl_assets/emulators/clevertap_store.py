@@ -71,9 +71,12 @@ def record_failure(record: Any, faults: Faults) -> tuple[int, str] | None:
         name = record.get("evtName")
         if not isinstance(name, str) or not name.strip():
             return 509, "Event name mandatory"
-        data = record.get("evtData", {})
+        # CleverTap's own Node library (clevertap 1.3.0) refuses an event without an evtData
+        # object, and its README sends `evtData: {}` for an event without properties: the
+        # emulator holds the API to the same rule (the API's own answer is unverified).
+        data = record.get("evtData")
         if not isinstance(data, dict):
-            return 512, "Invalid event structure"
+            return 512, "Invalid event structure: evtData must be an object"
         if name in RESTRICTED_EVENTS:
             return 513, "Raised a restricted system event"
         if len(data) > MAX_EVENT_PROPERTIES:

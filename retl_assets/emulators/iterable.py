@@ -1,24 +1,39 @@
-"""Local emulator of Iterable's users and events API (bulkUpdate, trackBulk, the two user
-deletes, GET /api/channels), enforcing the contract in docs/vendor-contracts.md section 4.
+"""Local emulator of Iterable's users and events API (bulkUpdate, trackBulk, users/update,
+the two user deletes, GET /api/channels), enforcing the contract in docs/vendor-contracts.md
+section 4.
 
 What a client meets here, in order (common.py runs the first four):
 1. faults.dead -> 503; faults.latency_ms; 2. the `Api-Key` header, else 401 BadApiKey;
 3. the endpoint's own rate limit, per project, as Iterable publishes it (bulkUpdate 5/s,
-   trackBulk 10/s, the deletes and channels 100/s) -> 429 `{msg, code: RateLimitExceeded}`
-   with no Retry-After (Iterable documents none); 4. injected 429s and 500s;
+   trackBulk 10/s, users/update 500/s, the deletes and channels 100/s) -> 429 `{msg, code:
+   RateLimitExceeded}` with no Retry-After (Iterable documents none); 4. injected 429s and
+   500s;
 5. the endpoint. A malformed request (no users/events list, over 1,000 users or 8,000
-   events or 4 MB, a user or event without exactly one of email and userId, an event without
-   eventName, fields of one name with two types in one request) is a 400 `{msg, code,
-   params}` and stores nothing. Otherwise each user or event is judged alone: a malformed
-   email or userId, bad dataFields (a field whose type differs from the project's), a
-   forgotten user, a disallowed event name fail only that item, listed by identifier in
+   events or 4 MB, a user or event with neither email nor userId, or with an email alone in
+   a userID-based project, an event without eventName, fields of one name with two types in
+   one request) is a 400 `{msg, code, params}` and stores nothing. Otherwise each user or
+   event is judged alone: a malformed email or userId, bad dataFields (a field whose type
+   differs from the project's), a forgotten user, an identity another user holds
+   (conflict*), a disallowed event name fail only that item, listed by identifier in
    `failedUpdates` (and the deprecated top-level `invalidEmails`/`invalidUserIds`); the
    rest are applied and the answer is 200 `{successCount, failCount, failedUpdates, ...}`.
    `faults.reject_invalid_batches` turns any item failure into a whole-request 400.
+   users/update takes one user and answers 200 `{msg, code: "Success", params}`, or the
+   user's failure as a 400 (409 for a forgotten user or an identity conflict).
 
-Users are matched by the identifier they come with (a hybrid project); an event's `id`
-updates the event already stored under it. Deletes are asynchronous at Iterable, so a
-delete of an unknown user answers 200 too (emulator choice).
+How users are identified depends on `project_type` (Iterable's "Creating and Identifying
+Users with Iterable APIs" and "Project Types and Unique Identifiers"):
+- "email": email identifies the user; a userId given beside it (or in dataFields) is
+  updated on that user, and userIds need not be unique. A userId alone finds the user that
+  has it; an unknown one fails (notFoundUserIds, emulator choice of list) unless
+  `preferUserId` is true, which creates the user with a placeholder email. Events never
+  create users.
+- "userId": userId identifies the user; an email given beside it is updated on the user
+  (emails need not be unique).
+- "hybrid" (the default): email identifies the user when given, else userId; both are
+  unique, so an identity another user holds fails as conflictEmails/conflictUserIds.
+An event's `id` updates the event already stored under it. Deletes are asynchronous at
+Iterable, so a delete of an unknown user answers 200 too (emulator choice).
 """
 
 from __future__ import annotations
@@ -52,8 +67,15 @@ MAX_USERS = 1000
 MAX_EVENTS = 8000
 MAX_BYTES = 4 * 1024 * 1024
 MAX_EVENT_ID_BYTES = 512
-RATES = {"bulkUpdate": (5, 1.0), "trackBulk": (10, 1.0), "delete": (100, 1.0),
-         "channels": (100, 1.0)}
+RATES = {"bulkUpdate": (5, 1.0), "trackBulk": (10, 1.0), "update": (500, 1.0),
+         "delete": (100, 1.0), "channels": (100, 1.0)}
+# users/update answers a failure of its one user as an IterableApiResponse error.
+UPDATE_ERRORS = {"invalid": (400, "InvalidEmailAddressError", "InvalidUserIdError"),
+                 "invalidData": (400, "RequestFieldsTypesMismatched",
+                                 "RequestFieldsTypesMismatched"),
+                 "forgotten": (409, "ForgottenUserError", "ForgottenUserError"),
+                 "conflict": (409, "EmailAlreadyExists", "UserIdAlreadyExists"),
+                 "notFound": (400, "UnknownEmailError", "UnknownUserIdError")}
 CHANNELS = [{"id": 1, "name": "Marketing Email", "channelType": "Marketing",
              "messageMedium": "Email"}]
 
@@ -66,22 +88,27 @@ class IterableEmulator(BaseEmulator):
     """An in-memory Iterable project behind `build_iterable_app`.
 
     api_keys: accepted keys; None or empty accepts any non-empty key.
-    rate_limits: per endpoint (bulkUpdate, trackBulk, delete, channels), (requests, seconds);
-        defaults to Iterable's published per-project limits.
+    rate_limits: per endpoint (bulkUpdate, trackBulk, update, delete, channels), (requests,
+        seconds); defaults to Iterable's published per-project limits.
     disallowed_event_names: event names the project refuses (disallowedEventNames).
-    events_create_users: False answers an event for an unknown user with notFound*.
+    events_create_users: False answers an event for an unknown user with notFound*; by
+        default True, except in an email-based project.
+    project_type: "hybrid" (default), "email" or "userId" (see the module docstring).
     """
 
     def __init__(self, api_keys: set[str] | None = None, *,
                  rate_limits: dict[str, tuple[int, float]] | None = None,
                  disallowed_event_names: set[str] | None = None,
-                 events_create_users: bool = True, faults: Faults | None = None,
-                 seed: int = 0) -> None:
+                 events_create_users: bool | None = None, project_type: str = "hybrid",
+                 faults: Faults | None = None, seed: int = 0) -> None:
         super().__init__(faults, seed)
         self.api_keys = set(api_keys or ())
         limits = {**RATES, **(rate_limits or {})}
         self._windows = {name: RateWindow(*limit) for name, limit in limits.items()}
-        self.store = IterableStore(set(disallowed_event_names or ()), events_create_users)
+        if events_create_users is None:
+            events_create_users = project_type != "email"
+        self.store = IterableStore(set(disallowed_event_names or ()), events_create_users,
+                                   project_type)
         self._clear()
 
     def _clear(self) -> None:
@@ -161,12 +188,11 @@ class IterableEmulator(BaseEmulator):
                         for u, kind in zip(users, kinds)]
             if faults.reject_invalid_batches and any(verdicts):
                 first = next(v for v in verdicts if v)
-                raise api_error(400, "BadParams", f"a user failed: {first}")
+                raise api_error(400, "BadParams", f"a user failed: {first[0]} {first[1]}")
             created: set[str] = set()
             for user, kind, verdict in zip(users, kinds, verdicts):
                 if verdict:
-                    failed[verdict + ("Emails" if kind == "email" else "UserIds")].append(
-                        str(user[kind]))
+                    failed[verdict[0]].append(verdict[1])
                     continue
                 created |= self.store.update(user, kind)
             fails = sum(len(v) for v in failed.values())
@@ -196,14 +222,13 @@ class IterableEmulator(BaseEmulator):
                         for e, kind in zip(events, kinds)]
             if faults.reject_invalid_batches and any(verdicts):
                 first = next(v for v in verdicts if v)
-                raise api_error(400, "BadParams", f"an event failed: {first}")
+                raise api_error(400, "BadParams", f"an event failed: {first[0]} {first[1]}")
             for event, kind, verdict in zip(events, kinds, verdicts):
-                if verdict == "disallowed":
+                if verdict and verdict[0] == "disallowed":
                     if event["eventName"] not in disallowed:
                         disallowed.append(event["eventName"])
                 elif verdict:
-                    failed[verdict + ("Emails" if kind == "email" else "UserIds")].append(
-                        str(event[kind]))
+                    failed[verdict[0]].append(verdict[1])
                 else:
                     self.store.track(event, kind)
             fails = sum(1 for v in verdicts if v)
@@ -213,6 +238,32 @@ class IterableEmulator(BaseEmulator):
                            "createdFields": [], "filteredOutFields": [],
                            "invalidEmails": failed["invalidEmails"],
                            "invalidUserIds": failed["invalidUserIds"]})
+
+    async def update_user(self, request: Request, faults: Faults) -> Reply:
+        """POST /api/users/update: one user, answered as a whole."""
+        raw = await request.body()
+        try:
+            user = json.loads(raw)
+        except ValueError:
+            raise self._bad("BadJsonBody", "Could not parse the request body as JSON") from None
+        if not isinstance(user, dict):
+            raise self._bad("BadJsonBody", "the body must be a user object")
+        kind = self._identity(user, "user", 0)
+        with self._lock:
+            verdict = self.store.user_failure(user, kind, faults)
+            if verdict is None:
+                self.store.update(user, kind)
+        if verdict is not None:
+            key, value = verdict
+            family = key.removesuffix("Emails").removesuffix("UserIds")
+            status, email_code, user_id_code = UPDATE_ERRORS.get(
+                family, (400, "BadParams", "BadParams"))
+            with self._lock:
+                self.store.counts["items_failed"] += 1
+            raise api_error(status, email_code if key.endswith("Emails") else user_id_code,
+                            f"{key}: {value}")
+        return Reply(200, {"msg": "User successfully created/updated.", "code": "Success",
+                           "params": None})
 
     async def delete_by_email(self, request: Request, faults: Faults) -> Reply:
         return self._delete("email", request.path_params["email"])
@@ -248,11 +299,14 @@ class IterableEmulator(BaseEmulator):
         return items
 
     def _identity(self, item: dict[str, Any], what: str, index: int) -> str:
-        given = [k for k in ("email", "userId") if item.get(k) not in (None, "")]
-        if len(given) != 1:
-            raise self._bad("BadParams", f"{what} {index}: give an email or a userId, not "
-                                         f"{'both' if given else 'neither'}")
-        return given[0]
+        """The identifier that looks the item's user up (IterableStore.lookup_kind)."""
+        kind = self.store.lookup_kind(item)
+        if kind is None:
+            given = item.get("email") not in (None, "")
+            raise self._bad("BadParams", f"{what} {index}: " + (
+                "a userID-based project identifies users by userId, not by email alone"
+                if given else "give an email or a userId"))
+        return kind
 
     def _same_types(self, field_sets: list[Any]) -> None:
         seen: dict[str, str] = {}
@@ -270,6 +324,8 @@ def _endpoint(request: Request) -> str:
         return "bulkUpdate"
     if path.endswith("/trackBulk"):
         return "trackBulk"
+    if request.method == "POST" and path.endswith("/users/update"):
+        return "update"
     return "channels" if path.endswith("/channels") else "delete"
 
 
@@ -279,6 +335,7 @@ def build_iterable_app(emulator: IterableEmulator) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/api/users/bulkUpdate", emulator.endpoint(emulator.bulk_update), methods=["POST"]),
         Route("/api/events/trackBulk", emulator.endpoint(emulator.track_bulk), methods=["POST"]),
+        Route("/api/users/update", emulator.endpoint(emulator.update_user), methods=["POST"]),
         Route("/api/users/byUserId/{user_id:path}", emulator.endpoint(emulator.delete_by_user_id),
               methods=["DELETE"]),
         Route("/api/users/{email:path}", emulator.endpoint(emulator.delete_by_email), methods=["DELETE"]),

@@ -21,19 +21,36 @@ EVENT_FAILURES = ("forgottenEmails", "forgottenUserIds", "invalidEmails", "inval
                   "notFoundEmails", "notFoundUserIds")
 
 
+PROJECT_TYPES = ("hybrid", "email", "userId")
+OTHER = {"email": "userId", "userId": "email"}
+SUFFIX = {"email": "Emails", "userId": "UserIds"}
+PLACEHOLDER_DOMAIN = "placeholder.email"
+# A failure: (the failedUpdates key, the identifier value it lists), or ("disallowed", name).
+Failure = tuple[str, str]
+
+
 class IterableStore:
     """disallowed_event_names: event names the project refuses (disallowedEventNames).
-    events_create_users: False answers an event for an unknown user with notFound*."""
+    events_create_users: False answers an event for an unknown user with notFound*.
+    project_type: how the project identifies users (Iterable's "Project Types and Unique
+    Identifiers"): "hybrid" (email and userId, both unique), "email" (email unique, userId
+    an updatable field) or "userId" (userId unique, email an updatable field)."""
 
-    def __init__(self, disallowed_event_names: set[str], events_create_users: bool) -> None:
+    def __init__(self, disallowed_event_names: set[str], events_create_users: bool,
+                 project_type: str = "hybrid") -> None:
+        if project_type not in PROJECT_TYPES:
+            raise ValueError(f"project_type must be one of {PROJECT_TYPES}, got {project_type!r}")
         self.disallowed_event_names = disallowed_event_names
         self.events_create_users = events_create_users
+        self.project_type = project_type
         self.clear()
 
     def clear(self) -> None:
         self.users: list[dict[str, Any]] = []  # {email, userId, dataFields}
         # Lookups by identity stay O(1) as the project grows (a list scan made 20k users
-        # quadratic and the emulator, not the vendor's limit, the bottleneck).
+        # quadratic and the emulator, not the vendor's limit, the bottleneck). A value maps
+        # to a list: email-based projects do not enforce userId uniqueness, userID-based
+        # projects do not enforce email uniqueness.
         self._index: dict[str, dict[str, list[dict[str, Any]]]] = {"email": {}, "userId": {}}
         self.events: dict[str, dict[str, Any]] = {}  # by event id
         self.field_types: dict[str, str] = {}  # project-wide user field -> JSON type
@@ -46,24 +63,64 @@ class IterableStore:
         found = self._index[kind].get(value)
         return found[0] if found else None
 
+    def lookup_kind(self, item: dict[str, Any]) -> str | None:
+        """Which identifier finds the user of `item`: email wins when both are given (hybrid
+        and email-based projects; Iterable's "Creating and Identifying Users with Iterable
+        APIs"), userId always in a userID-based project. None: the item names nobody this
+        project can look up (no identifier, or an email alone in a userID-based project)."""
+        given = [k for k in ("email", "userId") if item.get(k) not in (None, "")]
+        if self.project_type == "userId":
+            return "userId" if "userId" in given else None
+        return given[0] if given else None
+
+    def other_identifier(self, item: dict[str, Any], kind: str) -> str | None:
+        """The identifier that is not the lookup key, given at the top level or in
+        dataFields (how Iterable documents setting a userId in an email-based project): the
+        value the user's profile takes."""
+        other = OTHER[kind]
+        value = item.get(other)
+        if value in (None, ""):
+            fields = item.get("dataFields")
+            value = fields.get(other) if isinstance(fields, dict) else None
+        if not isinstance(value, str) or not value:
+            return None
+        return value.lower() if other == "email" else value
+
     # -- users --------------------------------------------------------------------------------
 
-    def user_failure(self, item: dict[str, Any], kind: str, faults: Faults) -> str | None:
-        """The failedUpdates family (without its Emails/UserIds ending), or None."""
-        if failure := self._identity_failure(item[kind], kind):
+    def user_failure(self, item: dict[str, Any], kind: str, faults: Faults) -> Failure | None:
+        """Why `item` fails, as (failedUpdates key, identifier value), or None."""
+        key = str(item[kind])
+        invalid_data = (f"invalidData{SUFFIX[kind]}", key)
+        if failure := self._identity_failure(item, kind):
             return failure
         fields = item.get("dataFields", {})
         if not isinstance(fields, dict) or faults.poisons(item):
-            return "invalidData"
+            return invalid_data
         email = fields.get("email")
         if email is not None and not (isinstance(email, str) and EMAIL.match(email)):
             # Iterable lists it in invalidEmails; by email only when email is the identity,
             # else (emulator choice) as invalid data of the userId, so it maps to the user.
-            return "invalid" if kind == "email" else "invalidData"
+            return ("invalidEmails", key) if kind == "email" else invalid_data
+        user_id = fields.get("userId")
+        if isinstance(user_id, str) and user_id and not valid_user_id(user_id):
+            return invalid_data  # the same emulator choice for a malformed dataFields.userId
         for name, value in fields.items():
             known = self.field_types.get(name)
             if value is not None and known and known != json_type(value):
-                return "invalidData"  # a field's type cannot change
+                return invalid_data  # a field's type cannot change
+        user = self.find(kind, key)
+        if user is None and kind == "userId" and self.project_type == "email" \
+                and item.get("preferUserId") is not True:
+            # "If only userId is passed ... and there is no matching user, Iterable returns
+            # an error" unless preferUserId; which list names it is an emulator choice.
+            return ("notFoundUserIds", key)
+        other = OTHER[kind]
+        value = self.other_identifier(item, kind)
+        if value is not None and self._unique(other):
+            holder = self.find(other, value)
+            if holder is not None and holder is not user:
+                return (f"conflict{SUFFIX[other]}", value)
         return None
 
     def update(self, item: dict[str, Any], kind: str) -> set[str]:
@@ -74,11 +131,19 @@ class IterableStore:
             value = str(item[kind])
             user = {"email": None, "userId": None, "dataFields": {}}
             user[kind] = value.lower() if kind == "email" else value
+            if self.project_type == "email" and kind == "userId":
+                # preferUserId: Iterable gives the new user a placeholder email address.
+                user["email"] = f"{uuid.uuid4().hex}@{PLACEHOLDER_DOMAIN}"
             self.users.append(user)
-            self._index[kind].setdefault(user[kind], []).append(user)
+            self._add(user)
             self.counts["created"] += 1
         else:
             self.counts["updated"] += 1
+        other = self.other_identifier(item, kind)
+        if other is not None and user[OTHER[kind]] != other:
+            self._remove(user)
+            user[OTHER[kind]] = other  # "the userId field is updated/overwritten"
+            self._add(user)
         fields = item.get("dataFields") or {}
         merge = item.get("mergeNestedObjects") is True
         for name, value in fields.items():
@@ -95,25 +160,30 @@ class IterableStore:
     def delete(self, kind: str, value: str) -> int:
         """Delete by email, or every user sharing a userId; how many went."""
         value = value.lower() if kind == "email" else value
-        before = len(self.users)
-        if not self._index[kind].pop(value, None):
+        gone = list(self._index[kind].get(value) or ())
+        if not gone:
             return 0
-        self.users = [u for u in self.users if u[kind] != value]
-        self.counts["deleted"] += before - len(self.users)
-        return before - len(self.users)
+        for user in gone:
+            self._remove(user)
+        ids = {id(u) for u in gone}
+        self.users = [u for u in self.users if id(u) not in ids]
+        self.counts["deleted"] += len(ids)
+        return len(ids)
 
     # -- events -------------------------------------------------------------------------------
 
-    def event_failure(self, event: dict[str, Any], kind: str, faults: Faults) -> str | None:
-        """A failedUpdates family, "disallowed", or None."""
-        if failure := self._identity_failure(event[kind], kind):
+    def event_failure(self, event: dict[str, Any], kind: str, faults: Faults) -> Failure | None:
+        """Why `event` fails, as (failedUpdates key, identifier value) or ("disallowed",
+        eventName), or None."""
+        key = str(event[kind])
+        if failure := self._identity_failure(event, kind):
             return failure
         if event["eventName"] in self.disallowed_event_names:
-            return "disallowed"
+            return ("disallowed", event["eventName"])
         if faults.poisons(event):
-            return "invalid"
-        if not self.events_create_users and self.find(kind, str(event[kind])) is None:
-            return "notFound"
+            return (f"invalid{SUFFIX[kind]}", key)
+        if not self.events_create_users and self.find(kind, key) is None:
+            return (f"notFound{SUFFIX[kind]}", key)
         return None
 
     def track(self, event: dict[str, Any], kind: str) -> None:
@@ -127,14 +197,39 @@ class IterableStore:
             self.counts["events"] += 1
         self.events[stored["id"]] = stored  # an event's id is an upsert key
 
-    def _identity_failure(self, value: Any, kind: str) -> str | None:
-        if kind == "email" and not (isinstance(value, str) and EMAIL.match(value)):
-            return "invalid"
-        if kind == "userId" and not valid_user_id(value):
-            return "invalid"
-        if str(value) in self.forgotten:
-            return "forgotten"
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _identity_failure(self, item: dict[str, Any], kind: str) -> Failure | None:
+        """A malformed or forgotten identifier: the lookup key, and the other one when it is
+        given at the top level too."""
+        kinds = [kind] + [OTHER[kind]] if item.get(OTHER[kind]) not in (None, "") else [kind]
+        for which in kinds:
+            value = item[which]
+            if which == "email" and not (isinstance(value, str) and EMAIL.match(value)):
+                return ("invalidEmails", str(value))
+            if which == "userId" and not valid_user_id(value):
+                return ("invalidUserIds", str(value))
+        if str(item[kind]) in self.forgotten:
+            return (f"forgotten{SUFFIX[kind]}", str(item[kind]))
         return None
+
+    def _unique(self, kind: str) -> bool:
+        """Whether the project enforces uniqueness of `kind` (the Project Types table)."""
+        return self.project_type in ("hybrid", kind)
+
+    def _add(self, user: dict[str, Any]) -> None:
+        for kind in ("email", "userId"):
+            if user[kind] is not None:
+                self._index[kind].setdefault(user[kind], []).append(user)
+
+    def _remove(self, user: dict[str, Any]) -> None:
+        for kind in ("email", "userId"):
+            entry = self._index[kind].get(user[kind]) if user[kind] is not None else None
+            if entry is None:
+                continue
+            entry[:] = [u for u in entry if u is not user]
+            if not entry:
+                del self._index[kind][user[kind]]
 
 
 def json_type(value: Any) -> str:

@@ -57,8 +57,11 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
     path = store.sync_dir(sync) / f"work-{uuid.uuid4().hex}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not parts:
-        con.execute(f"COPY (SELECT NULL::VARCHAR AS {MSGID} LIMIT 0) TO {sql_path(path)}")
-        return path, 0
+        # Nothing new and nothing owed. The empty work set still takes the schema of a real
+        # one (the snapshot's columns plus retl's own) from the same query below, so every
+        # step after it, payload planning included, runs unchanged on zero rows.
+        parts.append(f"SELECT 'added' AS {OP}, {head.log_seq}::BIGINT AS {SEQ}, * "
+                     f"FROM read_parquet({sql_path(mdir / head.full)}) LIMIT 0")
     everything = "\nUNION ALL BY NAME\n".join(parts)
     if not ledger:  # give the union the ledger's columns even on the first run
         everything = (f"SELECT *, NULL::VARCHAR AS {MSGID}, NULL::VARCHAR AS {ERROR}, "

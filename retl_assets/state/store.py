@@ -4,6 +4,7 @@
     <root>/models/<M>/snapshots/vN.parquet committed snapshot (key, fingerprint, kept columns)
     <root>/models/<M>/snapshots/vN.full.parquet  every column of the newest snapshot
     <root>/models/<M>/staged/<run>.parquet extract of a run, not yet diffed
+    <root>/models/<M>/staged/extract.json  the checked extract the next diff takes
     <root>/models/<M>/log/NNNNNNNNN.parquet the changesets, in order (+ .json manifest)
     <root>/models/<M>/lease.json           which run holds the model
     <root>/syncs/<S>/state.json            cursor into the log, ledger file, resync epoch
@@ -47,6 +48,17 @@ class Head:
 
 
 @dataclass
+class Extract:
+    """An extract whose keys passed their checks, waiting for its diff: models/M writes it,
+    diffs/M consumes it (in the same run or a later one)."""
+
+    run_id: str
+    file: str  # relative to the model dir
+    rows: int
+    run_started_at: float  # the extracting run's start: {{last_sync_time}} once committed
+
+
+@dataclass
 class SyncState:
     cursor: int | None = None  # last changeset consumed; None = never synced
     ledger: str | None = None  # file name of the owed rows
@@ -74,6 +86,24 @@ class StateStore:
 
     def staged_path(self, model: str, run_id: str) -> Path:
         return self.model_dir(model) / "staged" / f"{run_id}.parquet"
+
+    def extract_path(self, model: str) -> Path:
+        return self.model_dir(model) / "staged" / "extract.json"
+
+    def pending_extract(self, model: str) -> Extract | None:
+        """The extract the next diff compares with the base; None once diffed (its file is
+        moved into the snapshots or removed by the commit) or when none was made."""
+        data = read_json(self.extract_path(model))
+        extract = Extract(**data) if data else None
+        if extract and (self.model_dir(model) / extract.file).exists():
+            return extract
+        return None
+
+    def write_pending_extract(self, model: str, extract: Extract) -> None:
+        write_json(self.extract_path(model), extract.__dict__)
+
+    def clear_pending_extract(self, model: str) -> None:
+        self.extract_path(model).unlink(missing_ok=True)
 
     def log_path(self, model: str, seq: int) -> Path:
         return self.model_dir(model) / "log" / f"{seq:09d}.parquet"

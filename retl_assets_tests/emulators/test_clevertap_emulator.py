@@ -97,6 +97,15 @@ def test_each_bad_record_is_unprocessed_with_its_code_and_echo(serve: Serve) -> 
     assert emulator.profiles() == {"ok": {"Name": "Fine"}}
 
 
+def test_an_event_needs_an_evt_data_object(serve: Serve) -> None:
+    # CleverTap's own Node library refuses an event without evtData before sending it.
+    client, emulator = serve()
+    bare = {"type": "event", "identity": "u1", "evtName": "Signed In", "ts": TS}
+    body = upload(client, bare, {**bare, "evtData": []}, {**bare, "evtData": {}}).json()
+    assert [u["code"] for u in body["unprocessed"]] == [512, 512]
+    assert [e["evtData"] for e in emulator.events()] == [{}]
+
+
 def test_a_request_with_only_bad_records_fails(serve: Serve) -> None:
     client, _ = serve()
     body = upload(client, profile(""), event("u1", name=None)).json()

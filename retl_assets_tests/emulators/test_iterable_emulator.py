@@ -86,18 +86,45 @@ def test_failed_users_are_listed_by_identifier_and_the_rest_apply(serve: Serve) 
 
 def test_malformed_requests_are_400_and_store_nothing(serve: Serve) -> None:
     client, emulator = serve()
-    both = bulk(client, {"email": "a@x.io", "userId": "u1", "dataFields": {}})
     neither = bulk(client, {"dataFields": {"plan": "pro"}})
     too_many = bulk(client, *[{"email": f"u{i}@x.io"} for i in range(1001)])
     mixed = bulk(client, {"email": "a@x.io", "dataFields": {"n": 1}},
                  {"email": "b@x.io", "dataFields": {"n": "one"}})
     no_name = track(client, {"email": "a@x.io"})
-    codes = [r.json()["code"] for r in (both, neither, too_many, mixed, no_name)]
-    assert codes == ["BadParams", "BadParams", "BatchTooLarge",
-                     "RequestFieldsTypesMismatched", "BadParams"]
-    assert all(r.status_code == 400 for r in (both, neither, too_many, mixed, no_name))
+    codes = [r.json()["code"] for r in (neither, too_many, mixed, no_name)]
+    assert codes == ["BadParams", "BatchTooLarge", "RequestFieldsTypesMismatched", "BadParams"]
+    assert all(r.status_code == 400 for r in (neither, too_many, mixed, no_name))
     assert emulator.users() == []
-    assert len(emulator.state()["stats"]["contract_violations"]) == 5
+    assert len(emulator.state()["stats"]["contract_violations"]) == 4
+
+
+def test_email_and_user_id_together_follow_the_project_type(serve: Serve) -> None:
+    # Email-based: email identifies the user, the userId beside it is updated (Iterable's
+    # "Creating and Identifying Users with Iterable APIs"); userIds need not be unique.
+    client, emulator = serve(project_type="email")
+    bulk(client, {"email": "a@x.io", "userId": "u1", "dataFields": {"plan": "free"}})
+    answer = bulk(client, {"email": "A@x.io", "userId": "u2", "dataFields": {"plan": "pro"}},
+                  {"email": "b@x.io", "dataFields": {"userId": "u2"}},
+                  {"userId": "nobody"}).json()
+    assert (answer["successCount"], answer["failCount"]) == (2, 1)
+    assert answer["failedUpdates"]["notFoundUserIds"] == ["nobody"]  # no preferUserId
+    assert [(u["email"], u["userId"]) for u in emulator.users()] == [("a@x.io", "u2"),
+                                                                      ("b@x.io", "u2")]
+    made = bulk(client, {"userId": "u9", "preferUserId": True}).json()
+    assert made["successCount"] == 1
+    assert emulator.users()[-1]["email"].endswith("@placeholder.email")
+    # Hybrid (the default): both are unique, so a userId another user holds is a conflict.
+    client, emulator = serve()
+    bulk(client, {"email": "a@x.io", "userId": "u1"}, {"email": "b@x.io"})
+    answer = bulk(client, {"email": "b@x.io", "userId": "u1"}).json()
+    assert answer["failedUpdates"]["conflictUserIds"] == ["u1"] and answer["failCount"] == 1
+    # UserID-based: userId identifies, the email is updated; an email alone finds nobody.
+    client, emulator = serve(project_type="userId")
+    bulk(client, {"userId": "u1", "email": "a@x.io"})
+    bulk(client, {"userId": "u1", "email": "new@x.io", "dataFields": {"plan": "pro"}})
+    assert [(u["email"], u["userId"]) for u in emulator.users()] == [("new@x.io", "u1")]
+    alone = bulk(client, {"email": "new@x.io"})
+    assert alone.status_code == 400 and alone.json()["code"] == "BadParams"
 
 
 def test_track_bulk_upserts_events_by_id(serve: Serve) -> None:
