@@ -37,7 +37,7 @@ from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConf
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID
 
-API_VERSION = "62.0"
+API_VERSION = "68.0"  # Winter '27, the current release (GET /services/data/ lists them)
 ACTIONS = {"salesforce": ("upsert", MIRROR, "delete")}
 MAX_RECORDS = 200  # per sObject Collections request
 # Salesforce publishes no body limit for collections that we found; 200 records of a few

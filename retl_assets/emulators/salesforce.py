@@ -12,7 +12,8 @@ What a client meets here, in order (common.py runs the first four):
    500/503s;
 5. the endpoint. Collections upsert: at most 200 records, each `attributes.type` the URI's
    object; per-record errors (required fields, email, 32,000 chars, duplicates in one
-   request) in a 200 list in request order; allOrNone rolls back. Bulk jobs process at the
+   request, a reference by external id to a parent that does not exist) in a 200 list in
+   request order; allOrNone rolls back. Bulk jobs process at the
    `polls_to_complete`-th GET after UploadComplete, in internal batches of 10,000, and
    serve their results as CSV in shuffled order, as Salesforce does not keep upload order.
 
@@ -30,7 +31,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from retl_assets.emulators.common import (
@@ -46,6 +47,7 @@ from retl_assets.emulators.common import (
 from retl_assets.emulators.salesforce_org import (
     OPERATIONS,
     TERMINAL,
+    TYPE_HINT,
     IngestJob,
     Org,
     SObjectType,
@@ -55,7 +57,9 @@ from retl_assets.emulators.salesforce_org import (
 )
 
 MAX_RECORDS = 200  # per sObject Collections request
-VERSIONS = (41.0, 67.0)  # Bulk API 2.0 from 41.0; collections upsert needs 46.0
+# The versions served, oldest to newest: 68.0 is Winter '27, the current release; 21.0 to
+# 30.0 are retired. Endpoints need more: Bulk API 2.0 41.0, collections upsert 46.0.
+VERSIONS = (31.0, 68.0)
 TOTAL = "TotalRequests Limit exceeded."
 CONCURRENT = "ConcurrentRequests (Concurrent API Requests) Limit exceeded."
 
@@ -222,6 +226,14 @@ class SalesforceEmulator(BaseEmulator):
         if not (max(minimum, VERSIONS[0]) <= number <= VERSIONS[1]) or "." not in text:
             raise sf_error(404, "NOT_FOUND", "The requested resource does not exist")
         return text
+
+    async def versions(self, request: Request) -> Response:
+        """GET /services/data/: every version served, oldest first, as Salesforce lists
+        them ({label, url, version}); it needs no session, so it skips the gate."""
+        return JSONResponse([
+            {"label": release_label(v), "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+            for v in range(int(VERSIONS[0]), int(VERSIONS[1]) + 1)
+        ])
 
     async def _body(self, request: Request, limit: int) -> bytes:
         raw = await request.body()
@@ -457,7 +469,7 @@ class SalesforceEmulator(BaseEmulator):
                 header, rows = {
                     "successfulResults": (["sf__Id", "sf__Created"], job.successful),
                     "failedResults": (["sf__Id", "sf__Error"], job.failed),
-                    "unprocessedrecords": ([], job.unprocessed),
+                    "unprocessedRecords": ([], job.unprocessed),
                 }[kind]
                 out = io.StringIO()
                 writer = csv.writer(out, quoting=csv.QUOTE_ALL, lineterminator="\n")
@@ -469,15 +481,24 @@ class SalesforceEmulator(BaseEmulator):
         return handler
 
 
-def _flatten(record: dict[str, Any]) -> dict[str, Any]:
+def release_label(version: int) -> str:
+    """Salesforce's release name of an API version: 41 is Winter '18, 68 Winter '27."""
+    step = version - 41
+    return f"{('Winter', 'Spring', 'Summer')[step % 3]} '{18 + step // 3:02d}"
+
+
+def _flatten(record: dict[str, Any], nested: bool = False) -> dict[str, Any]:
     """A record's fields, relationship references (`Account: {External_Id__c: x}`) as
-    `Account.External_Id__c`, the same names a bulk CSV header uses."""
+    `Account.External_Id__c`, the same names a bulk CSV header uses; a reference's own
+    `attributes.type` (a polymorphic or custom lookup's parent) is kept for the org."""
     out: dict[str, Any] = {}
     for key, value in record.items():
         if key == "attributes":
+            if nested and isinstance(value, dict) and isinstance(value.get("type"), str):
+                out[TYPE_HINT] = value["type"]
             continue
         if isinstance(value, dict):
-            for sub, inner in _flatten(value).items():
+            for sub, inner in _flatten(value, nested=True).items():
                 out[f"{key}.{sub}"] = inner
         elif isinstance(value, list):
             raise sf_error(400, "JSON_PARSER_ERROR",
@@ -501,8 +522,13 @@ def build_salesforce_app(emulator: SalesforceEmulator) -> Starlette:
 
     data = "/services/data/v{version}"
     job = f"{data}/jobs/ingest/{{job}}"
+    limits = emulator.endpoint(emulator.limits)
     routes: list[BaseRoute] = [
-        Route(f"{data}/limits", emulator.endpoint(emulator.limits), methods=["GET"]),
+        Route("/services/data", emulator.versions, methods=["GET"]),
+        Route("/services/data/", emulator.versions, methods=["GET"]),
+        # simple-salesforce asks for `limits/`; Salesforce answers both spellings.
+        Route(f"{data}/limits", limits, methods=["GET"]),
+        Route(f"{data}/limits/", limits, methods=["GET"]),
         Route(f"{data}/composite/sobjects/{{sobject}}/{{field}}", emulator.endpoint(emulator.upsert),
               methods=["PATCH"]),
         Route(f"{data}/composite/sobjects", emulator.endpoint(emulator.delete), methods=["DELETE"]),
@@ -512,10 +538,16 @@ def build_salesforce_app(emulator: SalesforceEmulator) -> Starlette:
         Route(job, emulator.endpoint(emulator.delete_job), methods=["DELETE"]),
         Route(f"{job}/batches", emulator.endpoint(emulator.upload), methods=["PUT"]),
     ]
-    for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+    # Salesforce's reference spells `unprocessedrecords/`; simple-salesforce asks for
+    # `unprocessedRecords` (and results without the trailing slash): serve every spelling.
+    spellings = {"successfulResults": ("successfulResults",),
+                 "failedResults": ("failedResults",),
+                 "unprocessedRecords": ("unprocessedRecords", "unprocessedrecords")}
+    for kind, names in spellings.items():
         handler = emulator.endpoint(emulator.results(kind))
-        routes += [Route(f"{job}/{kind}/", handler, methods=["GET"]),
-                   Route(f"{job}/{kind}", handler, methods=["GET"])]
+        for name in names:
+            routes += [Route(f"{job}/{name}/", handler, methods=["GET"]),
+                       Route(f"{job}/{name}", handler, methods=["GET"])]
     return emulator_app(emulator, routes)
 
 

@@ -34,13 +34,21 @@ class SObjectType:
     external_ids: frozenset[str] = frozenset({EXTERNAL_ID})
     emails: frozenset[str] = frozenset({"Email"})
     fields: frozenset[str] | None = None  # None: any field name exists
+    # (relationship name, lookup field, parent object): `Account: {External_Id__c: x}` on a
+    # Contact sets AccountId. A custom `X__r` needs none: it sets `X__c`, pointing at the
+    # object its nested `attributes.type` names, else (emulator choice) at `X__c`.
+    lookups: tuple[tuple[str, str, str], ...] = ()
 
 
 DEFAULT_OBJECTS = {
-    "Account": SObjectType("Account", "001", frozenset({"Name"})),
-    "Contact": SObjectType("Contact", "003", frozenset({"LastName"})),
+    "Account": SObjectType("Account", "001", frozenset({"Name"}),
+                           lookups=(("Parent", "ParentId", "Account"),)),
+    "Contact": SObjectType("Contact", "003", frozenset({"LastName"}),
+                           lookups=(("Account", "AccountId", "Account"),
+                                    ("ReportsTo", "ReportsToId", "Contact"))),
     "Lead": SObjectType("Lead", "00Q", frozenset({"LastName", "Company"})),
 }
+TYPE_HINT = "attributes.type"  # a nested reference's `attributes.type`, flattened
 
 
 def error(code: str, message: str, fields: list[str] | None = None) -> dict[str, Any]:
@@ -94,10 +102,72 @@ class Org:
     # -- checks -------------------------------------------------------------------------------
 
     def unknown_fields(self, sobject: SObjectType, names: list[str]) -> list[str]:
-        if sobject.fields is None:
-            return []
-        known = sobject.fields | sobject.external_ids
-        return [n for n in names if n.split(".")[0] not in known]
+        """Names the object has no field for; a reference (`Rel.Field`) is unknown when its
+        relationship is (the org refuses the whole request or job, as for any field)."""
+        known = (sobject.fields or frozenset()) | sobject.external_ids
+        out = []
+        for name in names:
+            head, dot, _ = name.partition(".")
+            if dot:
+                if self.lookup(sobject, head) is None:
+                    out.append(name)
+            elif sobject.fields is not None and head not in known:
+                out.append(name)
+        return out
+
+    def lookup(self, sobject: SObjectType, relationship: str,
+               hint: str | None = None) -> tuple[str, str] | None:
+        """(lookup field, parent object) a relationship name stands for, or None."""
+        for name, field_name, parent in sobject.lookups:
+            if name == relationship:
+                return field_name, hint or parent
+        if relationship.endswith("__r") and len(relationship) > 3:
+            return relationship[:-3] + "__c", hint or relationship[:-3] + "__c"
+        return None
+
+    def resolve(self, sobject: SObjectType,
+                fields: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Replace each reference by external id (`Account.External_Id__c: x`) with the
+        lookup field it sets (`AccountId: <the parent's id>`); the errors Salesforce gives a
+        record whose reference names no record, or names it by more than one field."""
+        flat: dict[str, Any] = {}
+        refs: dict[str, dict[str, Any]] = {}
+        for name, value in fields.items():
+            head, dot, rest = name.partition(".")
+            if dot:
+                refs.setdefault(head, {})[rest] = value
+            else:
+                flat[name] = value
+        errors = []
+        for relationship, parts in refs.items():
+            hint = parts.pop(TYPE_HINT, None)
+            target = self.lookup(sobject, relationship, hint if isinstance(hint, str) else None)
+            parent = self.sobject(target[1]) if target else None
+            if target is None or parent is None:
+                errors.append(error("INVALID_FIELD", f"No such column '{relationship}' on "
+                                    f"entity '{sobject.name}'"))  # fmt: skip
+                continue
+            if len(parts) != 1:
+                errors.append(error("INVALID_FIELD", "More than 1 field provided in an "
+                                    f"external foreign key reference in entity: {parent.name}"))
+                continue
+            (key_field, value), = parts.items()
+            if key_field != "Id" and key_field not in parent.external_ids:
+                # Emulator wording: Salesforce matches a reference on an external id or Id.
+                errors.append(error("INVALID_FIELD", f"{key_field} is not an external id "
+                                    f"field of {parent.name}", [relationship]))  # fmt: skip
+                continue
+            if _blank(value):
+                flat[target[0]] = None  # emulator choice: an empty reference clears the lookup
+                continue
+            found = (self.records.get(str(value)[:15]) if key_field == "Id"
+                     else self.find(parent, key_field, value))
+            if found is None or found.deleted or found.type != parent.name:
+                errors.append(error("INVALID_FIELD", f"Foreign key external ID: {value} not "
+                                    f"found for field {key_field} in entity {parent.name}"))
+                continue
+            flat[target[0]] = found.id
+        return flat, errors
 
     def problems(self, sobject: SObjectType, fields: dict[str, Any],
                  existing: SfRecord | None) -> list[dict[str, Any]]:
@@ -140,7 +210,8 @@ class Org:
         if _blank(value):
             return _failed(error("MISSING_ARGUMENT", f"{id_field} not specified", [id_field]))
         existing = self.find(sobject, id_field, value)
-        errors = [*(extra or []), *self.problems(sobject, fields, existing)]
+        fields, unresolved = self.resolve(sobject, fields)
+        errors = [*(extra or []), *unresolved, *self.problems(sobject, fields, existing)]
         if errors:
             return _failed(*errors, rid=existing.id if existing else None)
         if not apply:

@@ -144,15 +144,21 @@ def test_whole_request_errors(serve: Serve) -> None:
     assert len(emulator.state()["stats"]["contract_violations"]) == 3
 
 
-def test_any_custom_object_is_served_and_relationships_flatten(serve: Serve) -> None:
+def test_any_custom_object_is_served_and_references_resolve(serve: Serve) -> None:
     client, emulator = serve()
+    [acme] = client.patch("/composite/sobjects/Account/External_Id__c", json={"records": [
+        {"attributes": {"type": "Account"}, "External_Id__c": "acme", "Name": "Acme"}]}).json()
     response = client.patch("/composite/sobjects/Invoice__c/External_Id__c", json={"records": [
-        {"attributes": {"type": "Invoice__c"}, "External_Id__c": "inv-1", "Amount__c": 12.5,
-         "Account__r": {"External_Id__c": "acme"}}]})
-    assert response.json()[0]["success"]
+        {"attributes": {"type": "Invoice__c"}, "External_Id__c": f"inv-{key}", "Amount__c": 12.5,
+         "Account__r": {"attributes": {"type": "Account"}, "External_Id__c": key}}
+        for key in ("acme", "nope")]})
+    found, missing = response.json()
+    assert found["success"] and not missing["success"]
+    assert missing["errors"][0]["statusCode"] == "INVALID_FIELD"
+    assert missing["errors"][0]["message"] == ("Foreign key external ID: nope not found for "
+                                               "field External_Id__c in entity Account")
     [record] = emulator.records("Invoice__c").values()
-    assert record == {"External_Id__c": "inv-1", "Amount__c": 12.5,
-                      "Account__r.External_Id__c": "acme"}
+    assert record == {"External_Id__c": "inv-acme", "Amount__c": 12.5, "Account__c": acme["id"]}
 
 
 def test_delete_by_id_then_an_upsert_creates_a_new_record(serve: Serve) -> None:
