@@ -232,3 +232,35 @@ def test_a_refused_key_never_hangs_whatever_the_number_of_batches():
         with pytest.raises(AuthError):
             deliver(FakeWriter(caps), records(batches), lambda o: None,
                     transport=httpx.MockTransport(handler))
+
+
+def test_a_job_sends_several_requests_for_one_batch_and_is_held_to_its_answer():
+    # A writer whose batch takes two requests (a lookup, then the write) drives them through
+    # the engine's exchange: retried like any request; records its answer leaves out are owed.
+    calls = []
+
+    class JobWriter(FakeWriter):
+        jobs = frozenset({"upsert"})
+
+        async def job(self, call, operation, batch):
+            found = await call("lookup", lambda c: c.build_request("GET", "http://vendor/find"),
+                               lambda response: status_answer(response) or Answer("ok"))
+            assert found.kind == "ok"
+            return await call(operation, lambda c: self.request(c, operation, batch),
+                              lambda response: Answer("ok", ids={0: "a", 1: "b"}))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if calls.count("/find") == 1:
+            return httpx.Response(503)  # the lookup fails once: retried by the engine
+        return httpx.Response(200)
+
+    caps = Capabilities(records_per_request=10, bytes_per_request=10_000, bytes_per_record=100,
+                        answers="results")
+    seen = []
+    report = deliver(JobWriter(caps), records(3), seen.extend,
+                     transport=httpx.MockTransport(handler))
+    assert calls == ["/find", "/find", "/upsert"]
+    assert {o.record.key: (o.status, o.dest_id) for o in seen} == {
+        "k0": ("delivered", "a"), "k1": ("delivered", "b"), "k2": ("unconfirmed", None)}
+    assert report.retries == 1

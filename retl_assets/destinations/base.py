@@ -134,6 +134,9 @@ class Writer(Protocol):
     #       update by the vendor's id once retl knows it);
     #   async follow_up(call: Exchange, operation, records, answer): more requests a delivered
     #       batch needs (e.g. associations), which may add to answer.rejected / answer.ids;
+    #   jobs: set of operations whose batches take several requests (a search, then updates
+    #       and creates; a bulk job), with async job(call: Exchange, operation, records) ->
+    #       Answer for the whole batch, its requests sent through `call`;
     #   sent_id(operation) -> SQL | None: the identifier a record is written under, for vendors
     #       that answer with no id of their own (it becomes the record's id once delivered).
 

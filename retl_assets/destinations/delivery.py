@@ -130,6 +130,7 @@ async def _deliver(dest: Writer, records: Iterable[Record],
 
         stopped: list[str] = []  # set once the vendor says its quota is spent
         follow_up = getattr(dest, "follow_up", None)
+        jobs = getattr(dest, "jobs", frozenset())
 
         async def exchange(op: str, build: Callable[[httpx.AsyncClient], httpx.Request],
                            read: Callable[[httpx.Response], Answer]) -> Answer:
@@ -197,8 +198,13 @@ async def _deliver(dest: Writer, records: Iterable[Record],
 
         async def send(batch: list[Record], tries: int = 0) -> list[Outcome]:
             op = batch[0].operation
-            answer = await exchange(op, lambda c: dest.request(c, op, batch),
-                                    lambda response: dest.read(response, op, batch))
+            if op in jobs:
+                # Several requests carry this batch (a lookup then writes, a bulk job): the
+                # writer drives them through `exchange` and answers for the whole batch.
+                answer = await dest.job(exchange, op, batch)
+            else:
+                answer = await exchange(op, lambda c: dest.request(c, op, batch),
+                                        lambda response: dest.read(response, op, batch))
             if answer.kind == "refused":
                 if len(batch) == 1:
                     return [Outcome(batch[0], "rejected", answer.error)]
