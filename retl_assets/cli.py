@@ -138,12 +138,13 @@ def _test_connection(args: argparse.Namespace) -> int:
 
 
 def _emulate(args: argparse.Namespace) -> int:
-    from retl_assets.emulators import registry, serve_forever
+    from retl_assets import vendors
+    from retl_assets.emulators import serve_forever
     from retl_assets.emulators.common import Faults
 
-    if args.destination not in registry.available():
+    if args.destination not in vendors.emulator_types():
         raise RetlError(f"no emulator for {args.destination!r} "
-                        f"(emulators: {', '.join(registry.available())})")
+                        f"(emulators: {', '.join(vendors.emulator_types())})")
     faults = Faults(error_rate=args.error_rate, rate_429=args.rate_429,
                     latency_ms=args.latency_ms)
     limit = None
@@ -153,7 +154,8 @@ def _emulate(args: argparse.Namespace) -> int:
     keys = set(args.keys or [])
     if not keys and args.destination in ("customerio", "segment") and os.environ.get("CIO_WRITE_KEY"):
         keys = {os.environ["CIO_WRITE_KEY"]}
-    app = registry.make_app(args.destination, keys or None, faults, limit)
+    app = vendors.emulator(args.destination).make_app(args.destination, keys or None, faults,
+                                                      limit)
     print(f"{args.destination} emulator on http://127.0.0.1:{args.port} "
           f"(state: /_emulator/state)", flush=True)
     serve_forever(app, args.port)

@@ -1,7 +1,7 @@
 """Salesforce as a user sets it up: contacts mirrored by an external id field.
 
 The first tests run real syncs through sObject Collections; the last ones drive the Bulk API
-2.0 flow (salesforce_bulk.py) directly, since the shared engine does not route to it yet.
+2.0 flow (salesforce/bulk.py) directly, since the shared engine does not route to it yet.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import duckdb
 import pytest
 
 from retl_assets.destinations.base import Record
-from retl_assets.destinations.salesforce import SalesforceDestination
-from retl_assets.destinations.salesforce_bulk import BulkSettings
+from retl_assets.destinations.salesforce.writer import SalesforceDestination
+from retl_assets.destinations.salesforce.bulk import BulkSettings
 from retl_assets.emulators import EmulatorServer
 from retl_assets.emulators.salesforce import SalesforceEmulator, build_salesforce_app
 from retl_assets.errors import AuthError

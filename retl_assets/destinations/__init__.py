@@ -12,7 +12,8 @@ from retl_assets.destinations.base import (
     Writer,
 )
 from retl_assets.destinations.delivery import Outcome, Report, deliver
-from retl_assets.destinations.registry import module
+from retl_assets.errors import ProjectError
+from retl_assets.vendors import destination
 
 if TYPE_CHECKING:
     from retl_assets.project import Project
@@ -20,9 +21,10 @@ if TYPE_CHECKING:
 
 def open_destination(project: Project, name: str) -> Destination:
     config = project.config.destinations[name]
-    m = module(config.type)
-    assert m is not None  # the project loader checked the type
-    return m.connect(name, config)
+    facts = destination(config.type)
+    if facts is None:  # the project loader refuses unknown types; a hand-built config may not
+        raise ProjectError(f"destinations.{name}.type: unknown destination type {config.type!r}")
+    return facts.connect(name, config)
 
 
 __all__ = ["Answer", "Capabilities", "Destination", "Outcome", "Record", "Report", "Writer",

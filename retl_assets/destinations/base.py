@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
 from retl_assets.mapping import Rules, Tree
-
 
 # What a vendor documents its success answer to mean; the engine holds every writer to it.
 #   results: one result per record; a record is delivered only when a result names it (an id,
@@ -52,6 +51,17 @@ class Capabilities:
 
     def answer_for(self, operation: str) -> AnswerKind:
         return self.operation_answers.get(operation, self.answers)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What retl knows of one destination type, as data. The project loader checks each
+    sync against it; `connect` opens the destination (its credentials read then)."""
+
+    config: type  # the destination's entry in the project file (a DestinationBase)
+    connect: Callable[[str, Any], Destination]
+    actions: tuple[str, ...]  # what a sync may ask for
+    associations: bool = False  # links records to other objects' records (`associations`)
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs ~1 µs a field, per record

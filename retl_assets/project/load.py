@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from retl_assets.errors import ProjectError
-from retl_assets.destinations.registry import actions, associates
+from retl_assets.vendors import destination
 from retl_assets.project.schema import (
     MIRROR,
     EnvRef,
@@ -154,13 +154,14 @@ def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model
                 f"(destinations: {', '.join(config.destinations) or 'none'})"
             )
         kind = config.destinations[s.destination].type
-        offered = actions(kind)
+        facts = destination(kind)
+        offered = facts.actions
         if s.action not in offered:
             raise ProjectError(
                 f"{where}: syncs.{name}.action: {kind} offers {', '.join(offered)}, "
                 f"not {s.action!r}"
             )
-        if s.associations and not associates(kind):
+        if s.associations and not facts.associations:
             raise ProjectError(f"{where}: syncs.{name}.associations: {kind} has no associations "
                                f"between records (hubspot has)")
         if s.action == MIRROR and s.records is not None:

@@ -262,14 +262,15 @@ class ProjectConfig(Strict):
     @classmethod
     def _destination_types(cls, entries: Any) -> Any:
         """Each destination is validated by the config its own module declares."""
-        from retl_assets.destinations.registry import config_class
+        from retl_assets.vendors import destination
 
         if not isinstance(entries, dict):
             return entries
         out = {}
         for name, raw in entries.items():
             kind = raw.get("type") if isinstance(raw, dict) else None
-            config = config_class(kind)
+            facts = destination(kind)
+            config = facts.config if facts else None
             if config is None:
                 raise ValueError(f"{name}.type: unknown destination type {kind!r}")
             try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from retl_assets.destinations.clevertap import CleverTapDestination
+from retl_assets.destinations.clevertap.writer import CleverTapDestination
 from retl_assets.emulators import EmulatorServer
 from retl_assets.emulators.clevertap import CleverTapEmulator, build_clevertap_app
 from retl_assets_tests.conformance.node_runner import Recorder, require, run

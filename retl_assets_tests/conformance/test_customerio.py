@@ -20,7 +20,7 @@ from customerio.analytics import Client
 from customerio.analytics import request as cio_request
 from customerio.analytics.request import APIError
 
-from retl_assets.destinations.segment import SegmentDestination, SegmentWriter
+from retl_assets.destinations.segment.writer import SegmentDestination, SegmentWriter
 from retl_assets.emulators import SegmentEmulator, build_segment_app
 from retl_assets_tests.conformance.serving import finishes_within, served
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from retl_assets.destinations.iterable import BASE_URLS, IterableDestination
+from retl_assets.destinations.iterable.writer import BASE_URLS, IterableDestination
 from retl_assets.emulators import EmulatorServer
 from retl_assets.emulators.iterable import IterableEmulator, build_iterable_app
 from retl_assets_tests.conformance.node_runner import Recorder, require, run

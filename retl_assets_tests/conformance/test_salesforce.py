@@ -26,7 +26,7 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from retl_assets.destinations.salesforce import API_VERSION
+from retl_assets.destinations.salesforce.config import API_VERSION
 from retl_assets.emulators import EmulatorServer
 from retl_assets.emulators.salesforce import SalesforceEmulator, build_salesforce_app
 

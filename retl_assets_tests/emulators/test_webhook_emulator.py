@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from retl_assets.destinations.webhook import signature
+from retl_assets.destinations.webhook.writer import signature
 from retl_assets.emulators import EmulatorServer
 from retl_assets.emulators.webhook import WebhookEmulator, build_webhook_app
 

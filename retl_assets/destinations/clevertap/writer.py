@@ -25,7 +25,6 @@ import json
 from collections import defaultdict, deque
 
 import httpx
-from pydantic import Field
 
 from retl_assets.destinations.base import (
     Answer,
@@ -38,11 +37,12 @@ from retl_assets.destinations.base import (
     json_body,
     status_answer,
 )
-from retl_assets.mapping.values import epoch_sql, sql_of
+from retl_assets.destinations.clevertap.config import CleverTapConfig
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
+from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID, KEYTEXT
 
@@ -59,16 +59,6 @@ REQUEST_BYTES = 8 * 1024 * 1024
 KEY_BYTES, VALUE_BYTES = 120, 512
 ID_FIELDS = ("identity", "objectId", "FBID", "GPID")
 CONTAINER = {"profile": "profileData", "event": "evtData"}
-
-
-class CleverTapConfig(DestinationBase):
-    account_id: str
-    passcode: Secret
-    region: str = Field("us1", pattern=r"^[a-z0-9]+$",
-                        description="the account's region: us1, eu1, in1, sg1, aps3, mec1")
-
-
-CONFIGS = {"clevertap": CleverTapConfig}
 
 
 class CleverTapDestination(JsonApi):

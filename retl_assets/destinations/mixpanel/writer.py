@@ -20,10 +20,8 @@ from __future__ import annotations
 import base64
 import json
 import random
-from typing import Literal as TypingLiteral
 
 import httpx
-from pydantic import Field, model_validator
 
 from retl_assets.destinations.base import (
     Answer,
@@ -35,11 +33,12 @@ from retl_assets.destinations.base import (
     json_body,
     status_answer,
 )
+from retl_assets.destinations.mixpanel.config import EVENTS_PER_MINUTE, MixpanelConfig
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
 from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID, KEYTEXT, MSGID
 
@@ -54,37 +53,12 @@ REQUEST_BYTES = 10 * 1000 * 1000  # /import: 10 MB uncompressed (taken as decima
 RECORD_BYTES = 1000 * 1000  # an event, or a profile update, under 1 MB
 TOKEN_ROOM = 80  # bytes retl adds to each /engage update ("$token": "...") after the cut
 BYTES_PER_MINUTE = 2 * 1024 ** 3  # of uncompressed JSON, over a rolling minute, per project
-EVENTS_PER_MINUTE = 1_800_000  # "~30k events per second", over a rolling minute, per project
 BACKOFF_START_S, BACKOFF_CAP_S = 2.0, 60.0
 
 SET, DELETE, IMPORT = "set", "delete", "import"
 PROFILE_TOP = frozenset({"$distinct_id", "$set", "$ignore_alias", "$ip", "$time",
                          "$latitude", "$longitude"})
 EVENT_TOP = frozenset({"event", "properties"})
-
-
-class MixpanelConfig(DestinationBase):
-    project_token: Secret = Field(description="the project's token: $token on /engage, and "
-                                              "the /import user name without a service account")
-    project_id: str | None = Field(None, description="needed with a service account")
-    service_account_user: str | None = None
-    service_account_secret: Secret | None = None
-    region: TypingLiteral["us", "eu", "in"] = "us"
-    rate_limit_events: int = Field(EVENTS_PER_MINUTE, ge=1, description=(
-        "Mixpanel's ingestion limit: ~30k events a second over a rolling minute"))
-    rate_limit_seconds: float = Field(60.0, gt=0, description="the limit's rolling window")
-
-    @model_validator(mode="after")
-    def _service_account(self) -> MixpanelConfig:
-        if (self.service_account_user is None) != (self.service_account_secret is None):
-            raise ValueError("give both service_account_user and service_account_secret, "
-                             "or neither (then /import authenticates with the project token)")
-        if self.service_account_user is not None and not self.project_id:
-            raise ValueError("a service account needs project_id")
-        return self
-
-
-CONFIGS = {"mixpanel": MixpanelConfig}
 
 
 class MixpanelDestination:

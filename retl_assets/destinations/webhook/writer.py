@@ -20,62 +20,25 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, field_validator, model_validator
 
 from retl_assets.destinations.base import Answer, Capabilities, Record
 from retl_assets.destinations.retry import parse_retry_after
+from retl_assets.destinations.webhook.config import (
+    DEFAULT_REQUEST_BYTES,
+    SIGNATURE_HEADER,
+    WebhookConfig,
+)
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.store import KEYTEXT, MSGID
 
 ACTIONS = {"webhook": ("send", MIRROR)}
-SIGNATURE_HEADER = "X-Retl-Signature"
 DEFAULT_BATCH = 100
 MAX_BATCH = 10_000
-DEFAULT_REQUEST_BYTES = 4 * 1024 * 1024
 ENVELOPE_BYTES = 256  # {"batch":[...],"sent_at":"..."} around the items
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-
-
-class WebhookConfig(DestinationBase):
-    url: str = Field(description="https:// endpoint (http:// only for localhost)")
-    secret: Secret = Field(description="key of the X-Retl-Signature HMAC")
-    headers: dict[str, Secret] = Field(default_factory=dict,
-                                       description="extra headers; values may be {env: NAME}")
-    max_request_bytes: int = Field(DEFAULT_REQUEST_BYTES, ge=1024)
-
-    @field_validator("url")
-    @classmethod
-    def _https(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme == "https" and parts.hostname:
-            return url
-        if parts.scheme == "http" and parts.hostname in LOCAL_HOSTS:
-            return url
-        raise ValueError("must be an https:// URL (http:// is allowed for localhost only)")
-
-    @field_validator("headers")
-    @classmethod
-    def _own_headers(cls, headers: dict[str, Secret]) -> dict[str, Secret]:
-        for name in headers:
-            if name.lower() in (SIGNATURE_HEADER.lower(), "content-type", "content-length"):
-                raise ValueError(f"header {name!r} is set by retl")
-        return headers
-
-    @model_validator(mode="after")
-    def _no_base_url(self) -> WebhookConfig:
-        if self.base_url is not None:
-            raise ValueError("a webhook takes `url`, not `base_url`")
-        return self
-
-
-CONFIGS = {"webhook": WebhookConfig}
-
-
 def signature(secret: str, body: bytes) -> str:
     """The X-Retl-Signature value of `body`: what a receiver recomputes and compares."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

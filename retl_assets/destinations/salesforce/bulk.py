@@ -39,7 +39,7 @@ from retl_assets.destinations.retry import backoff
 from retl_assets.errors import AuthError, UnreachableError
 
 if TYPE_CHECKING:
-    from retl_assets.destinations.salesforce import SalesforceWriter
+    from retl_assets.destinations.salesforce.writer import SalesforceWriter
 
 TERMINAL = ("JobComplete", "Failed", "Aborted")
 NULL = "#N/A"

@@ -12,7 +12,6 @@ is an upsert key, so retl sends its idempotency key there and a resent event is 
 from __future__ import annotations
 
 import json
-from typing import Literal as Choice
 from urllib.parse import quote as quote_path
 
 import httpx
@@ -29,11 +28,12 @@ from retl_assets.destinations.base import (
     one_identifier,
     status_answer,
 )
+from retl_assets.destinations.iterable.config import IterableConfig
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.mapping import Column, Raw, Rules, Tree
 from retl_assets.mapping.values import epoch_sql
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID, MSGID
 
@@ -52,14 +52,6 @@ FAILURES = {  # failedUpdates keys -> what they mean
     "forgottenEmails": "user was GDPR-forgotten", "forgottenUserIds": "user was GDPR-forgotten",
     "notFoundEmails": "user not found", "notFoundUserIds": "user not found",
 }
-class IterableConfig(DestinationBase):
-    api_key: Secret
-    region: Choice["us", "eu"] = "us"
-
-
-CONFIGS = {"iterable": IterableConfig}
-
-
 class IterableDestination(JsonApi):
     def __init__(self, name: str, api_key: str, base_url: str | None = None,
                  region: str = "us", max_concurrency: int | None = None,
@@ -95,7 +87,6 @@ class IterableDestination(JsonApi):
     def check_request(self, client: httpx.Client) -> httpx.Request:
         return client.build_request("GET", f"{self.base_url}/api/channels",
                                     headers=self._headers)
-
 
 
 class IterableWriter:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 
 import httpx
-from pydantic import Field, field_validator
 
 from retl_assets.destinations.base import (
     Answer,
@@ -41,11 +40,12 @@ from retl_assets.destinations.base import (
     json_batch,
     status_answer,
 )
+from retl_assets.destinations.clarify.config import ClarifyConfig
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID
 
@@ -59,21 +59,6 @@ MAX_BATCH = 25  # records per /records/bulk request, as published
 REQUEST_BYTES = 1024 * 1024  # unpublished: our conservative choice
 BULK_RATE = (1, 1.0)  # the published pace: one bulk request, then a second's pause
 DELETE_RATE = (10, 1.0)  # unpublished: our conservative choice
-
-
-class ClarifyConfig(DestinationBase):
-    api_key: Secret
-    workspace: str = Field(description="the workspace slug, as in app.clarify.ai/<slug>")
-
-    @field_validator("workspace")
-    @classmethod
-    def _slug(cls, slug: str) -> str:
-        if not slug or "/" in slug or slug.strip() != slug:
-            raise ValueError("give the workspace slug alone, e.g. acme")
-        return slug
-
-
-CONFIGS = {"clarify": ClarifyConfig}
 
 
 class ClarifyDestination(JsonApi):
@@ -101,7 +86,6 @@ class ClarifyDestination(JsonApi):
 
     def check_request(self, client: httpx.Client) -> httpx.Request:
         return client.build_request("GET", f"{self.base_url}/schemas", headers=self._headers)
-
 
 
 class ClarifyWriter:

@@ -28,7 +28,6 @@ import json
 from urllib.parse import quote as quote_url
 
 import httpx
-from pydantic import Field
 
 from retl_assets.destinations.base import (
     Answer,
@@ -40,11 +39,12 @@ from retl_assets.destinations.base import (
     json_body,
     status_answer,
 )
+from retl_assets.destinations.conversion.config import ConversionConfig
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import MSGID
 
@@ -62,13 +62,6 @@ LIMITS = {"upsert": 1000, "event": 200, "object": 200}  # object: our choice (UN
 REQUEST_BYTES = 4 * 1024 * 1024  # unpublished: our conservative choice
 DEFAULT_RATE = (10, 1.0)  # v1's published limit; v2's (and its 429) are UNVERIFIED
 IDENTITY = ("userId", "email")
-
-
-class ConversionConfig(DestinationBase):
-    api_key: Secret = Field(description="sk_live_..., from Settings > Integrations")
-
-
-CONFIGS = {"conversion": ConversionConfig}
 
 
 class ConversionDestination(JsonApi):
@@ -106,7 +99,6 @@ class ConversionDestination(JsonApi):
         # (3rd-party source: the Fivetran connector; vendor-contracts section 8).
         return client.build_request("POST", f"{self.base_url}/v2/exports/contacts",
                                     json={"limit": 1}, headers=self._headers)
-
 
 
 class ConversionWriter:

@@ -28,9 +28,10 @@ from retl_assets.destinations.base import (
     status_answer,
 )
 from retl_assets.destinations.retry import parse_retry_after
+from retl_assets.destinations.segment.config import SegmentConfig
 from retl_assets.mapping import Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import SyncConfig
 from retl_assets.state.store import MSGID
 
 BASE_URLS = {"customerio": "https://cdp.customer.io", "segment": "https://api.segment.io"}
@@ -50,13 +51,6 @@ CONTAINER = {"identify": "traits", "group": "traits", "track": "properties",
 MESSAGE_LIMIT = 32 * 1024
 REQUEST_LIMIT = 500 * 1024
 MAX_BATCH = 2500
-
-
-class SegmentConfig(DestinationBase):
-    write_key: Secret
-
-
-CONFIGS = {"customerio": SegmentConfig, "segment": SegmentConfig}
 
 
 class SegmentDestination:

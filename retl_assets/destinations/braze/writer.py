@@ -20,7 +20,6 @@ import json
 import time
 
 import httpx
-from pydantic import model_validator
 
 from retl_assets.destinations.base import (
     Answer,
@@ -34,10 +33,11 @@ from retl_assets.destinations.base import (
     one_identifier,
     status_answer,
 )
+from retl_assets.destinations.braze.config import BrazeConfig
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.mapping import Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID
 
@@ -52,21 +52,6 @@ EVENT_TOP = frozenset({"external_id", "email", "user_alias", "braze_id", "phone"
                        "time", "app_id", "_update_existing_only"})
 # The array of /users/track each operation fills; deletes go to /users/delete.
 ARRAYS = {"attributes": "attributes", "events": "events"}
-
-
-class BrazeConfig(DestinationBase):
-    api_key: Secret
-    instance: str | None = None  # e.g. "iad-01" for https://rest.iad-01.braze.com
-
-    @model_validator(mode="after")
-    def _endpoint(self) -> BrazeConfig:
-        if not self.base_url and not self.instance:
-            raise ValueError("give the REST endpoint: instance (e.g. iad-01) or base_url "
-                             "(e.g. https://rest.iad-01.braze.com)")
-        return self
-
-
-CONFIGS = {"braze": BrazeConfig}
 
 
 class BrazeDestination(JsonApi):
@@ -107,7 +92,6 @@ class BrazeDestination(JsonApi):
                                 "_update_existing_only": True}]}
         return client.build_request("POST", f"{self.base_url}/users/track", json=body,
                                     headers=self._headers)
-
 
 
 class BrazeWriter:

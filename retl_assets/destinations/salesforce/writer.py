@@ -4,7 +4,7 @@ Small changesets go through sObject Collections: `PATCH .../composite/sobjects/{
 {ExternalIdField}` with at most 200 records, answered 200 with one result per record in
 request order (allOrNone false, so good records land beside bad ones), and `DELETE
 .../composite/sobjects?ids=` with the ids retl kept from the upserts. Large ones can go
-through a Bulk API 2.0 ingest job instead (salesforce_bulk.py; `deliver_bulk`).
+through a Bulk API 2.0 ingest job instead (bulk.py; `deliver_bulk`).
 
 Salesforce publishes no per-second limit: an org has a daily allocation of API requests
 (403 REQUEST_LIMIT_EXCEEDED "TotalRequests", which stops the run with rows kept owed) and a
@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import httpx
-from pydantic import Field, model_validator
 
 from retl_assets.destinations.base import (
     Answer,
@@ -29,15 +28,15 @@ from retl_assets.destinations.base import (
 )
 from retl_assets.destinations.delivery import Outcome, Report
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.destinations.salesforce_bulk import GONE, BulkSettings, deliver_bulk, record_error
+from retl_assets.destinations.salesforce.bulk import GONE, BulkSettings, deliver_bulk, record_error
+from retl_assets.destinations.salesforce.config import API_VERSION, SalesforceConfig
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID
 
-API_VERSION = "68.0"  # Winter '27, the current release (GET /services/data/ lists them)
 ACTIONS = {"salesforce": ("upsert", MIRROR, "delete")}
 MAX_RECORDS = 200  # per sObject Collections request
 # Salesforce publishes no body limit for collections that we found; 200 records of a few
@@ -48,26 +47,6 @@ RECORD_CHARS = 400_000  # Bulk API 2.0's limit per record; fields are 32,000 eac
 # again (Salesforce's own advice for UNABLE_TO_LOCK_ROW is to retry).
 TRANSIENT = frozenset({"UNABLE_TO_LOCK_ROW"})
 CONCURRENCY_WAIT_S = 2.0  # Salesforce says nothing of when a concurrent slot frees
-
-
-class SalesforceConfig(DestinationBase):
-    access_token: Secret = Field(description="OAuth access token (session id)")
-    instance_url: str | None = Field(None, description="https://<your domain>.my.salesforce.com")
-    api_version: str = Field(API_VERSION, pattern=r"^\d{2}\.0$")
-    bulk_threshold: int | None = Field(
-        2000, ge=0, description="more records of one kind than this go through a Bulk API 2.0 "
-                                "job; null: never")
-    bulk_poll_s: float = Field(2.0, gt=0, description="first wait between bulk job polls")
-    bulk_timeout_s: float = Field(3600.0, gt=0, description="abort a bulk job after this long")
-
-    @model_validator(mode="after")
-    def _instance(self) -> SalesforceConfig:
-        if not (self.instance_url or self.base_url):
-            raise ValueError("give instance_url, your org's https://<domain>.my.salesforce.com")
-        return self
-
-
-CONFIGS = {"salesforce": SalesforceConfig}
 
 
 class SalesforceDestination:

@@ -1,0 +1,17 @@
+"""Salesforce: sObject Collections, and Bulk API 2.0 jobs for large changesets.
+
+config.py is its entry in the project file; writer.py turns a sync's records into the
+vendor's requests and its answers into outcomes. The emulator is emulators/salesforce/.
+"""
+
+from __future__ import annotations
+
+from retl_assets.destinations.base import Facts
+from retl_assets.destinations.salesforce.config import SalesforceConfig
+from retl_assets.destinations.salesforce.writer import ACTIONS, connect
+
+FACTS = {
+    "salesforce": Facts(config=SalesforceConfig, connect=connect, actions=ACTIONS["salesforce"]),
+}
+
+__all__ = ["FACTS", "SalesforceConfig", "connect"]

@@ -1,0 +1,56 @@
+"""The one registry: each destination type -> the folder that speaks it.
+
+A destination is its folder under `destinations/` (facts, config, writer), its emulator's
+folder of the same name under `emulators/`, and one line here. The project loader, the CLI
+and the emulator server all read this table; nothing else lists vendors.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from retl_assets.destinations.base import Facts
+
+DESTINATIONS = {  # type: folder under destinations/ and emulators/
+    "customerio": "segment",  # Customer.io Data Pipelines speaks Segment's protocol
+    "segment": "segment",
+    "hubspot": "hubspot",
+    "salesforce": "salesforce",
+    "braze": "braze",
+    "iterable": "iterable",
+    "mixpanel": "mixpanel",
+    "clevertap": "clevertap",
+    "clarify": "clarify",
+    "conversion": "conversion",
+    "webhook": "webhook",
+}
+
+
+def destination_types() -> list[str]:
+    return list(DESTINATIONS)
+
+
+def destination(kind: str | None) -> Facts | None:
+    """What retl knows of a destination type; None for a type it does not know."""
+    folder = DESTINATIONS.get(kind or "")
+    if folder is None:
+        return None
+    module = importlib.import_module(f"retl_assets.destinations.{folder}")
+    if not hasattr(module, "FACTS"):  # TEMPORARY: hubspot.py until it moves to its folder
+        from retl_assets.destinations.base import Facts
+
+        return Facts(config=module.CONFIGS[kind], connect=module.connect,
+                     actions=module.ACTIONS[kind], associations=kind in module.ASSOCIATES)
+    return module.FACTS[kind]
+
+
+def emulator_types() -> list[str]:
+    return list(DESTINATIONS)
+
+
+def emulator(kind: str) -> ModuleType:
+    """The emulator of a destination type: its module offers `make_app`."""
+    return importlib.import_module(f"retl_assets.emulators.{DESTINATIONS[kind]}")
