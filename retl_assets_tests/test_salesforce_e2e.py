@@ -152,7 +152,7 @@ def test_locked_rows_are_sent_again_within_the_run(workspace, salesforce):
 
 def test_a_field_the_org_lacks_fails_the_run_naming_it_and_commits_nothing(workspace,
                                                                              monkeypatch):
-    from retl_assets.emulators.salesforce_org import SObjectType
+    from retl_assets.emulators.salesforce.store import SObjectType
 
     contact = SObjectType("Contact", "003", frozenset({"LastName"}), fields=frozenset(
         {"Email", "FirstName", "LastName", "Plan__c"}))

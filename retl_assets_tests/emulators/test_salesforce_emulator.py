@@ -13,7 +13,7 @@ import pytest
 
 from retl_assets.emulators import EmulatorServer, Faults
 from retl_assets.emulators.salesforce import SalesforceEmulator, build_salesforce_app
-from retl_assets.emulators.salesforce_org import SObjectType
+from retl_assets.emulators.salesforce.store import SObjectType
 
 TOKEN = "00D-session"
 UPSERT = "/composite/sobjects/Contact/External_Id__c"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from retl_assets.emulators import EmulatorServer, SegmentEmulator, build_segment_app
-from retl_assets.emulators.segment import Faults
+from retl_assets.emulators.common import Faults
 
 KEY = "wk_test"
 

@@ -37,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from retl_assets.emulators.clarify_store import OBJECTS, Workspace, refused
+from retl_assets.emulators.clarify.store import OBJECTS, Workspace, refused
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,

@@ -52,7 +52,7 @@ from retl_assets.emulators.common import (
     base_stats,
     emulator_app,
 )
-from retl_assets.emulators.mixpanel_store import MixpanelProject, event_failure, update_failure
+from retl_assets.emulators.mixpanel.store import MixpanelProject, event_failure, update_failure
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024
 MAX_RECORDS = 2000

@@ -56,7 +56,7 @@ from retl_assets.emulators.common import (
     base_stats,
     emulator_app,
 )
-from retl_assets.emulators.iterable_store import (
+from retl_assets.emulators.iterable.store import (
     EVENT_FAILURES,
     USER_FAILURES,
     IterableStore,

@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from retl_assets.emulators.clevertap_store import CleverTapAccount, record_failure
+from retl_assets.emulators.clevertap.store import CleverTapAccount, record_failure
 from retl_assets.emulators.common import (
     BaseEmulator,
     Faults,

@@ -44,7 +44,7 @@ from retl_assets.emulators.common import (
     base_stats,
     emulator_app,
 )
-from retl_assets.emulators.salesforce_org import (
+from retl_assets.emulators.salesforce.store import (
     OPERATIONS,
     TERMINAL,
     TYPE_HINT,

@@ -41,7 +41,7 @@ from retl_assets.emulators.common import (
     emulator_app,
     seconds_header,
 )
-from retl_assets.emulators.conversion_store import Account, bad_request
+from retl_assets.emulators.conversion.store import Account, bad_request
 
 DEFAULT_RATE = (10, 1.0)
 
