@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from functools import partial
 from dataclasses import dataclass, field, replace
 
 from retl_assets.destinations import Destination, Outcome, Record, Report, Writer, deliver
@@ -78,6 +77,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
     try:
         work, result.work = ledger.build_work(con, store, name, model.name, model.keys,
                                               tuple(operations), head, state, full_resync)
+        operations = _bulk_forms(con, work, writer, operations)
         columns = ledger.data_columns(con, work)
         # Plan every payload before sending anything: a mapping error must stop the sync
         # with nothing half-sent.
@@ -119,21 +119,14 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
                 failures[o.record.msgid] = f"{o.status}: {o.error}"
                 _note(result, o.record.key, o.status, o.error or "")
 
-        counts = dict(con.execute(f"SELECT {OP}, count(*) FROM read_parquet({sql_path(work)}) "
-                                  f"GROUP BY 1").fetchall())
         report = Report()
         # Deletes last: an upsert and a delete of the same record never share a run.
         for operation in sorted(payloads, key=lambda op: "deleted" in _changes(operations, op)):
             changes = _changes(operations, operation)
             records = _records(con, work, writer, operation, payloads[operation], changes,
                                done, failures, result, config.on_invalid, delivered)
-            # A vendor with a bulk path (a job, not requests) takes large changesets there.
-            bulk = getattr(writer, "bulk_threshold", None)
-            size = sum(counts.get(c, 0) for c in changes)
-            send = writer.deliver_bulk if bulk is not None and size > bulk else partial(
-                deliver, writer)
-            merge(report, send(records, on_outcomes, max_retries=max_retries,
-                               timeout_s=timeout_s))
+            merge(report, deliver(writer, records, on_outcomes, max_retries=max_retries,
+                                  timeout_s=timeout_s))
         result.sent, result.rejected, result.unsent = report.sent, report.rejected, report.unsent
         result.unconfirmed = report.unconfirmed
         result.succeeded = report.delivered + result.resumed
@@ -160,6 +153,21 @@ def _apply_rate_override(writer: Writer, dest_config) -> None:
     limit = None if override == "off" else override
     writer.capabilities = replace(writer.capabilities, rate_limit=limit, operation_limits={},
                                   byte_rate=None)
+
+
+def _bulk_forms(con, work, writer: Writer, operations: dict[str, str]) -> dict[str, str]:
+    """Change -> operation, with the vendor's bulk form (a job, not requests) for each
+    operation that has more records in this run than the writer's `bulk_threshold`."""
+    threshold = getattr(writer, "bulk_threshold", None)
+    if threshold is None:
+        return operations
+    counts = dict(con.execute(f"SELECT {OP}, count(*) FROM read_parquet({sql_path(work)}) "
+                              f"GROUP BY 1").fetchall())
+    sizes: dict[str, int] = {}
+    for change, operation in operations.items():
+        sizes[operation] = sizes.get(operation, 0) + counts.get(change, 0)
+    return {change: writer.bulk_operation(operation) if sizes[operation] > threshold
+            else operation for change, operation in operations.items()}
 
 
 def _changes(operations: dict[str, str], operation: str) -> list[str]:

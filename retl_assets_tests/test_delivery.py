@@ -53,6 +53,19 @@ def test_cut_fills_whole_requests_when_operations_arrive_mixed():
     assert all(len({r.operation for r in b}) == 1 for b in batches)
 
 
+def test_cut_gives_a_job_operation_its_own_batch_size_and_bytes():
+    # A bulk job takes far more than a request: its operation's batches are cut at its own
+    # (records, bytes), above records_per_request; other operations keep the request limits.
+    caps = Capabilities(records_per_request=2, bytes_per_request=10_000, bytes_per_record=100,
+                        operation_size={"job": (5, 10_000)})
+    assert [(b[0].operation, len(b)) for b in cut(records(12, "job") + records(3), caps)] == [
+        ("job", 5), ("job", 5), ("upsert", 2), ("job", 2), ("upsert", 1)]
+    by_bytes = Capabilities(records_per_request=100, bytes_per_request=10_000,
+                            bytes_per_record=100, operation_size={"job": (100, 20)})
+    assert [len(b) for b in cut(records(5, "job"), by_bytes, overhead=0)] == [2, 2, 1]
+    assert [len(b) for b in cut(records(5), by_bytes, overhead=0)] == [5]
+
+
 def test_rate_limiter_never_starts_more_than_n_in_a_window():
     async def run():
         limiter = RateLimiter(5, 0.2)

@@ -37,6 +37,9 @@ class Capabilities:
     operation_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     # ...and that take fewer records in some calls (e.g. deletes one by one): per operation.
     operation_batch: dict[str, int] = field(default_factory=dict)
+    # ...and whose jobs take far more than a request (a bulk job's upload): per operation,
+    # (records, bytes) a batch, in place of records_per_request and bytes_per_request.
+    operation_size: dict[str, tuple[int, int]] = field(default_factory=dict)
     # ...and that allow fewer requests in flight on some APIs: per operation.
     operation_concurrency: dict[str, int] = field(default_factory=dict)
     default_retry_after_s: float = 1.0  # when a 429 carries no Retry-After
@@ -46,8 +49,13 @@ class Capabilities:
     operation_answers: dict[str, AnswerKind] = field(default_factory=dict)
 
     def batch_for(self, operation: str) -> int:
+        if operation in self.operation_size:
+            return self.operation_size[operation][0]
         return min(self.operation_batch.get(operation, self.records_per_request),
                    self.records_per_request)
+
+    def bytes_for(self, operation: str) -> int:
+        return self.operation_size.get(operation, (0, self.bytes_per_request))[1]
 
     def answer_for(self, operation: str) -> AnswerKind:
         return self.operation_answers.get(operation, self.answers)
@@ -146,7 +154,11 @@ class Writer(Protocol):
     #       batch needs (e.g. associations), which may add to answer.rejected / answer.ids;
     #   jobs: set of operations whose batches take several requests (a search, then updates
     #       and creates; a bulk job), with async job(call: Exchange, operation, records) ->
-    #       Answer for the whole batch, its requests sent through `call`;
+    #       Answer for the whole batch, its requests sent through `call` (a job's batch size
+    #       can be its own: Capabilities.operation_size);
+    #   bulk_threshold: int | None, with bulk_operation(operation) -> operation: a run with
+    #       more records of one operation than the threshold sends them all by its bulk form
+    #       (one of `jobs`; rules, payload, needs_dest_id and invalid_sql take it too);
     #   sent_id(operation) -> SQL | None: the identifier a record is written under, for vendors
     #       that answer with no id of their own (it becomes the record's id once delivered).
 

@@ -96,15 +96,15 @@ class RateLimiter:
 
 def cut(records: Iterable[Record], caps: Capabilities,
         overhead: int = 64) -> Iterable[list[Record]]:
-    """Requests of one operation each, at most `records_per_request` records (or the
-    operation's own batch) and `bytes_per_request` bytes. One batch stays open per
-    operation, so records of two operations arriving mixed still fill whole requests."""
+    """Requests of one operation each, at most `records_per_request` records and
+    `bytes_per_request` bytes (or the operation's own batch and size). One batch stays open
+    per operation, so records of two operations arriving mixed still fill whole requests."""
     open_batches: dict[str, tuple[list[Record], int]] = {}
     for r in records:
         batch, size = open_batches.get(r.operation, ([], overhead))
         n = len(r.payload) + 1  # +1 for the separating comma
         if batch and (len(batch) >= caps.batch_for(r.operation)
-                      or size + n > caps.bytes_per_request):
+                      or size + n > caps.bytes_for(r.operation)):
             yield batch
             batch, size = [], overhead
         batch.append(r)
@@ -293,7 +293,7 @@ def accounted(batch: list[Record], answer: Answer, kind: str) -> list[Outcome]:
 
 
 def count(report: Report, outcomes: list[Outcome]) -> None:
-    """Tally outcomes into a report (also used by vendors' own bulk flows)."""
+    """Tally outcomes into a report."""
     for o in outcomes:
         if o.status == "delivered":
             report.delivered += 1

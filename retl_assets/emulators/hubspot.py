@@ -1,12 +1,15 @@
-"""Local emulator of HubSpot's CRM v3 objects API (batch upsert, update, read and archive;
-reads of one record or a page) and the v4 default associations, enforcing the contract in
+"""Local emulator of HubSpot's CRM v3 objects API (batch upsert, create, update, read and
+archive; reads of one record or a page; search), a property's definition (whether its values
+are unique) and the v4 default associations, enforcing the contract in
 docs/vendor-contracts.md section 1.
 
 What a client meets here, in order (common.py runs the first four):
 1. faults.dead -> 503; faults.latency_ms; 2. `Authorization: Bearer <token>` else 401
    INVALID_AUTHENTICATION; 3. the daily limit, then the rolling ten-second window -> 429
    RATE_LIMIT with `policyName` DAILY or TEN_SECONDLY_ROLLING and no Retry-After (HubSpot
-   documents none; a client backs off to the next window); 4. injected 429s and 500/502s;
+   documents none; a client backs off to the next window). Search requests have their own
+   limit instead of the ten-second window, 5 a second (429 policyName SECONDLY), and their
+   answers carry no rate-limit headers, as HubSpot documents; 4. injected 429s and 500/502s;
 5. the endpoint: a batch is validated whole before anything is stored. One bad input
    refuses the batch with 400 VALIDATION_ERROR, unless `multi_status` is set or every input
    carries its own objectWriteTraceId (the case HubSpot documents for 207), in which case
@@ -44,6 +47,7 @@ from retl_assets.emulators.hubspot_crm import (
     error,
     invalid_input,
 )
+from retl_assets.emulators.hubspot_search import search
 
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and "
@@ -51,9 +55,11 @@ AUTH_MESSAGE = (
 )
 TEN_SECONDLY = "TEN_SECONDLY_ROLLING"
 DAILY = "DAILY"
+SECONDLY = "SECONDLY"  # the search API's own limit
 LIMIT_MESSAGES = {
     TEN_SECONDLY: "You have reached your ten_secondly_rolling limit.",
     DAILY: "You have reached your daily limit.",
+    SECONDLY: "You have reached your secondly limit.",
 }
 MAX_PAGE = 100  # GET /crm/v3/objects/{type}?limit= caps here (emulator choice to clamp)
 
@@ -63,14 +69,16 @@ class HubSpotEmulator(BaseEmulator):
 
     tokens: accepted bearer tokens; None or empty accepts any non-empty token.
     unique_properties: per object type, the properties upsert may match on (idProperty);
-        replaces the default {contacts: {email}, companies: {domain}}; hs_object_id is always
-        allowed. Its keys (and those of `properties`) are the object types served.
+        replaces the default {contacts: {email}, companies: {}} (a company's domain is not
+        unique in HubSpot); hs_object_id is always allowed. Its keys (and those of
+        `properties`) are the object types served.
     properties: per object type, the properties that exist; others are PROPERTY_DOESNT_EXIST.
         None (or an object type left out) accepts any property.
     multi_status: answer 207 with per-input errors instead of refusing the whole batch.
     rate_limit: (requests, seconds) of the rolling window; HubSpot's is (190, 10.0) for
         Professional/Enterprise private apps, (100, 10.0) for Free/Starter.
     daily_limit: requests per UTC day (HubSpot resets at midnight in the account's zone).
+    search_rate_limit: (requests, seconds) of the search API's window, (5, 1.0) at HubSpot.
     send_retry_after: add Retry-After to 429s. Off because HubSpot documents no Retry-After;
         on to test a client that prefers it.
     """
@@ -86,6 +94,7 @@ class HubSpotEmulator(BaseEmulator):
         multi_status: bool = False,
         rate_limit: tuple[int, float] = (190, 10.0),
         daily_limit: int = 1_000_000,
+        search_rate_limit: tuple[int, float] = (5, 1.0),
         send_retry_after: bool = False,
         faults: Faults | None = None,
         seed: int = 0,
@@ -105,17 +114,20 @@ class HubSpotEmulator(BaseEmulator):
             multi_status,
         )
         self._window = RateWindow(*rate_limit)
+        self._search_window = RateWindow(*search_rate_limit)
         self._clear()
 
     def _clear(self) -> None:
         self.crm.clear()
         self._window.clear()
+        self._search_window.clear()
         self._day = _utc_day()
         self._daily_used = 0
         self.stats = {
             **base_stats(),
             "daily_requests": 0,
-            "rate_limited": {TEN_SECONDLY: 0, DAILY: 0},
+            "rate_limited": {TEN_SECONDLY: 0, DAILY: 0, SECONDLY: 0},
+            "max_searches_in_window": 0,
             "contract_violations": [],
         }
 
@@ -150,6 +162,8 @@ class HubSpotEmulator(BaseEmulator):
                 self.stats["max_requests_in_window"] = self._window.max_seen
                 self.stats["rate_limited"][DAILY] += 1
                 raise self._limited(DAILY, self._limit_headers(now), None)
+            if request.url.path.endswith("/search"):
+                return self._admit_search(now)
             wait = self._window.arrive(now)
             self.stats["max_requests_in_window"] = self._window.max_seen
             if wait is not None:
@@ -158,6 +172,18 @@ class HubSpotEmulator(BaseEmulator):
             self._daily_used += 1
             self.stats["daily_requests"] = self._daily_used
             return self._limit_headers(now)
+
+    def _admit_search(self, now: float) -> dict[str, str]:
+        """The search API's per-second limit; no rate-limit headers on its answers. The
+        caller holds the lock."""
+        wait = self._search_window.arrive(now)
+        self.stats["max_searches_in_window"] = self._search_window.max_seen
+        if wait is not None:
+            self.stats["rate_limited"][SECONDLY] += 1
+            raise self._limited(SECONDLY, {}, wait)
+        self._daily_used += 1
+        self.stats["daily_requests"] = self._daily_used
+        return {}
 
     def _injected_429(self, faults: Faults, headers: dict[str, str]) -> Refused:
         return self._limited(TEN_SECONDLY, headers, faults.retry_after)
@@ -211,6 +237,19 @@ class HubSpotEmulator(BaseEmulator):
             object_type = self.crm.object_type(request.path_params["object"])
             return self.crm.upsert(object_type, body, faults, self._violation)
 
+    async def create(self, request: Request, faults: Faults) -> Reply:
+        body = await _json(request)
+        with self._lock:
+            object_type = self.crm.object_type(request.path_params["object"])
+            return self.crm.create(object_type, body, faults, self._violation)
+
+    async def search(self, request: Request, faults: Faults) -> Reply:
+        raw = await request.body()
+        body = await _json(request) if raw.strip() else {}
+        with self._lock:
+            object_type = self.crm.object_type(request.path_params["object"])
+            return search(self.crm, object_type, body)
+
     async def archive(self, request: Request, faults: Faults) -> Reply:
         body = await _json(request)
         with self._lock:
@@ -254,6 +293,11 @@ class HubSpotEmulator(BaseEmulator):
                 query.get("after"),
                 query.get("archived", "false").lower() == "true",
             )
+
+    async def read_property(self, request: Request, faults: Faults) -> Reply:
+        with self._lock:
+            object_type = self.crm.object_type(request.path_params["object"])
+            return self.crm.property_definition(object_type, request.path_params["name"])
 
     async def associate_one(self, request: Request, faults: Faults) -> Reply:
         p = request.path_params
@@ -313,11 +357,15 @@ def build_hubspot_app(emulator: HubSpotEmulator) -> Starlette:
     objects = "/crm/v3/objects/{object}"
     routes: list[BaseRoute] = [
         Route(f"{objects}/batch/upsert", emulator.endpoint(emulator.upsert), methods=["POST"]),
+        Route(f"{objects}/batch/create", emulator.endpoint(emulator.create), methods=["POST"]),
+        Route(f"{objects}/search", emulator.endpoint(emulator.search), methods=["POST"]),
         Route(f"{objects}/batch/archive", emulator.endpoint(emulator.archive), methods=["POST"]),
         Route(f"{objects}/batch/read", emulator.endpoint(emulator.read_batch), methods=["POST"]),
         Route(f"{objects}/batch/update", emulator.endpoint(emulator.update), methods=["POST"]),
         Route(objects, emulator.endpoint(emulator.read_page), methods=["GET"]),
         Route(f"{objects}/{{id}}", emulator.endpoint(emulator.read_one), methods=["GET"]),
+        Route("/crm/v3/properties/{object}/{name}", emulator.endpoint(emulator.read_property),
+              methods=["GET"]),
         Route(
             "/crm/v4/objects/{from_object}/{from_id}/associations/default/{to_object}/{to_id}",
             emulator.endpoint(emulator.associate_one),

@@ -19,7 +19,11 @@ from typing import Any
 from retl_assets.emulators.common import Faults, Refused, Reply
 
 MAX_BATCH_INPUTS = 100  # vendor-contracts: UNVERIFIED for v3, but every client batches by 100
-DEFAULT_UNIQUE_PROPERTIES: dict[str, set[str]] = {"contacts": {"email"}, "companies": {"domain"}}
+# Only email is unique out of the box. A company's domain is not: HubSpot refuses it as an
+# idProperty ("Unable to perform update/upsert by non-unique 0-2 property domain"), so
+# companies are found with the search API and created with batch/create (vendor-contracts
+# section 1). A portal's own unique properties are given with `unique_properties`.
+DEFAULT_UNIQUE_PROPERTIES: dict[str, set[str]] = {"contacts": {"email"}, "companies": set()}
 OBJECT_ALIASES = {  # v3/v4 paths accept singular names and type ids for the standard objects
     "contact": "contacts", "0-1": "contacts",
     "company": "companies", "0-2": "companies",
@@ -34,6 +38,15 @@ DEFAULT_ASSOCIATION_TYPES = {
     ("deals", "contacts"): 3, ("contacts", "deals"): 4,
     ("deals", "companies"): 341, ("companies", "deals"): 342,
 }  # fmt: skip
+# The property definitions GET /crm/v3/properties/{object}/{name} answers: HubSpot-defined
+# properties the emulator knows by label (others are the portal's own, labelled by name).
+DEFAULT_PROPERTY_LABELS = {
+    "contacts": {"email": "Email", "firstname": "First Name", "lastname": "Last Name"},
+    "companies": {"domain": "Company Domain Name", "name": "Company name"},
+    "deals": {"dealname": "Deal Name", "amount": "Amount"},
+}
+PROPERTY_GROUPS = {"contacts": "contactinformation", "companies": "companyinformation",
+                   "deals": "dealinformation", "tickets": "ticketinformation"}
 # Loose on purpose: it catches what HubSpot refuses in practice (no @, no dot in the domain,
 # spaces) without pretending to implement RFC 5322.
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -55,6 +68,15 @@ def error(status: int, message: str, category: str, **extra: Any) -> Refused:
 
 def invalid_input(reason: str) -> Refused:
     return error(400, f"Invalid input JSON: {reason}", "VALIDATION_ERROR")
+
+
+def standard_error(category: str, message: str, context: dict[str, Any],
+                   **extra: Any) -> dict[str, Any]:
+    """One entry of a batch answer's `errors`: HubSpot's StandardError, whose schema requires
+    status, category, message, context, errors and links (the official client refuses an
+    entry without them when it validates)."""
+    return {"status": "error", "category": category, "message": message, "context": context,
+            "errors": [], "links": {}, **extra}
 
 
 def property_errors(details: list[dict[str, Any]]) -> str:
@@ -195,6 +217,35 @@ class CrmStore:
             body["paging"] = {"next": {"after": cursor, "link": f"?after={cursor}"}}
         return Reply(200, body)
 
+    def property_definition(self, object_type: str, name: str) -> Reply:
+        """A property's definition, with `hasUniqueValue` from the portal's unique properties.
+        With `properties` declared, a property neither declared nor unique does not exist:
+        404 (emulator wording; HubSpot's own is unverified). The official client's model
+        requires name, label, type, fieldType, groupName, description and options."""
+        known = self.properties.get(object_type) if self.properties is not None else None
+        unique = self.unique.get(object_type, set())
+        if known is not None and name not in known | unique | {"hs_object_id"}:
+            raise error(404, f"Unable to find property {name} on {object_type}",
+                        "OBJECT_NOT_FOUND")
+        labels = {**DEFAULT_PROPERTY_LABELS.get(object_type, {}), "hs_object_id": "Record ID"}
+        return Reply(200, {
+            "name": name,
+            "label": labels.get(name, name),
+            "type": "number" if name == "hs_object_id" else "string",
+            "fieldType": "number" if name == "hs_object_id" else "text",
+            "description": "",
+            "groupName": PROPERTY_GROUPS.get(object_type, f"{object_type}information"),
+            "options": [],
+            "displayOrder": -1,
+            "calculated": False,
+            "externalOptions": False,
+            "hasUniqueValue": name in unique,
+            "hidden": False,
+            "hubspotDefined": name in labels,
+            "formField": name in labels and name != "hs_object_id",
+            "archived": False,
+        })
+
     # -- batch upsert -------------------------------------------------------------------------
 
     def upsert(self, object_type: str, body: Any, faults: Faults, violation: Violation) -> Reply:
@@ -312,21 +363,18 @@ class CrmStore:
         return details
 
     def _input_error(self, item: _Input, details: list[dict[str, Any]]) -> dict[str, Any]:
-        context: dict[str, list[str]] = {"ids": [item.id]}
+        context: dict[str, list[str]] = {"ids": [item.id]} if item.id else {}
         if item.trace_id:
             context["objectWriteTraceId"] = [item.trace_id]
-        return {
-            "status": "error",
-            "category": "VALIDATION_ERROR",
-            "message": property_errors(details),
-            "context": context,
-        }
+        return standard_error("VALIDATION_ERROR", property_errors(details), context)
 
     def _apply(self, object_type: str, item: _Input) -> dict[str, Any]:
         now = now_iso()
         records = self.records[object_type]
         rid: str | None = item.id
-        if item.id_property != "hs_object_id":
+        if not item.id_property:
+            rid = None  # batch create: always a new record
+        elif item.id_property != "hs_object_id":
             key = (item.id_property, item.properties[item.id_property])
             rid = self._index[object_type].get(key)
         record = records.get(rid) if rid is not None else None
@@ -345,6 +393,73 @@ class CrmStore:
         if item.trace_id:
             result["objectWriteTraceId"] = item.trace_id
         return result
+
+    # -- batch create -------------------------------------------------------------------------
+
+    def create(self, object_type: str, body: Any, faults: Faults, violation: Violation) -> Reply:
+        """Batch create: every input is a new record, matched on nothing (how records of an
+        object without a usable unique property, such as companies, are written). 201; a
+        bad input refuses the batch (400) unless every input carries an objectWriteTraceId
+        or `multi_status` is set (207). A unique value already held is a 409 CONFLICT for
+        the whole batch, as HubSpot answers a duplicate contact email."""
+        started = now_iso()
+        raw_inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(raw_inputs, list):
+            violation("create body without an inputs list")
+            raise invalid_input("expected an object with an 'inputs' list")
+        self._check_size(raw_inputs, violation)
+        inputs: list[_Input] = []
+        for index, item in enumerate(raw_inputs):
+            props = item.get("properties", {}) if isinstance(item, dict) else None
+            if not isinstance(props, dict) or not all(
+                v is None or isinstance(v, str | int | float | bool) for v in props.values()
+            ):
+                violation(f"create input {index} without a properties object of scalars")
+                raise invalid_input(f"input {index}: 'properties' must map names to values")
+            if item.get("associations"):
+                # Emulator limit, said out loud: retl associates through the v4 API instead.
+                raise invalid_input(f"input {index}: the emulator serves no inline associations")
+            trace = item.get("objectWriteTraceId")
+            inputs.append(_Input(index, "", "", {str(k): _text(v) for k, v in props.items()},
+                                 trace if isinstance(trace, str) and trace else None, item))
+        for prop in sorted(self.unique.get(object_type, ())):
+            values = [self._norm(prop, i.properties[prop]) for i in inputs
+                      if i.properties.get(prop)]
+            if len(values) != len(set(values)):
+                # Emulator wording; one unique value twice in a batch has no defined outcome.
+                violation(f"one {prop} twice in a create batch")
+                raise error(400, f"Duplicate {prop} values found in batch input",
+                            "VALIDATION_ERROR")
+        for item in inputs:
+            for prop in sorted(self.unique.get(object_type, ())):
+                value = item.properties.get(prop)
+                rid = self._index[object_type].get((prop, self._norm(prop, value))) if value \
+                    else None
+                if rid is not None:
+                    label = "Contact" if object_type == "contacts" else "Object"
+                    raise error(409, f"{label} already exists. Existing ID: {rid}", "CONFLICT")
+        problems = {i.index: self._problems(object_type, i, faults) for i in inputs}
+        problems = {index: details for index, details in problems.items() if details}
+        traced = bool(inputs) and len({i.trace_id for i in inputs if i.trace_id}) == len(inputs)
+        if problems and not ((self.multi_status or traced)
+                             and not faults.reject_invalid_batches):
+            self.counts["inputs_refused"] += len(inputs)
+            details = [d for index in sorted(problems) for d in problems[index]]
+            raise error(400, property_errors(details), "VALIDATION_ERROR")
+        results = []
+        for item in inputs:
+            if item.index not in problems:
+                result = self._apply(object_type, item)
+                result.pop("new", None)  # batch create answers SimplePublicObject
+                results.append(result)
+        reply: dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if problems:
+            self.counts["inputs_refused"] += len(problems)
+            reply["numErrors"] = len(problems)
+            reply["errors"] = [self._input_error(i, problems[i.index])
+                               for i in inputs if i.index in problems]  # fmt: skip
+        reply.update(startedAt=started, completedAt=now_iso())
+        return Reply(207 if problems else 201, reply)
 
     # -- batch read and update -----------------------------------------------------------------
 
@@ -417,13 +532,12 @@ class CrmStore:
 
     def _not_found(self, object_type: str, ids: list[str]) -> dict[str, Any]:
         name = {"contacts": "CONTACT", "companies": "COMPANY"}.get(object_type, object_type)
-        return {
-            "status": "error",
-            "category": "OBJECT_NOT_FOUND",
-            "message": f"Could not get some {name} objects, they may be deleted or not exist. "
-                       "Check that ids are valid.",
-            "context": {"ids": ids},
-        }  # fmt: skip
+        return standard_error(
+            "OBJECT_NOT_FOUND",
+            f"Could not get some {name} objects, they may be deleted or not exist. "
+            "Check that ids are valid.",
+            {"ids": ids},
+        )
 
     def _check_size(self, inputs: list, violation: Violation) -> None:
         if len(inputs) > MAX_BATCH_INPUTS:
@@ -471,12 +585,9 @@ class CrmStore:
             missing = [f"{t} {i}" for t, i in ((from_type, from_id), (to_type, to_id))
                        if not self._live(t, i)]  # fmt: skip
             if missing:
-                errors.append({
-                    "status": "error",
-                    "category": "VALIDATION_ERROR",
-                    "message": f"No such record: {', '.join(missing)}",
-                    "context": {"fromId": [from_id], "toId": [to_id]},
-                })  # fmt: skip
+                errors.append(standard_error("VALIDATION_ERROR",
+                                             f"No such record: {', '.join(missing)}",
+                                             {"fromId": [from_id], "toId": [to_id]}))
                 continue
             self.associations[(from_type, from_id, to_type, to_id)] = type_id
             # HubSpot answers each pair in both directions, each with its own type id.

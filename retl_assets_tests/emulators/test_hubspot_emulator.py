@@ -117,9 +117,15 @@ def test_create_then_update_by_email_keeps_the_id(serve: Serve) -> None:
     assert emulator.state()["stats"]["created"] == 2 and emulator.state()["stats"]["updated"] == 1
 
 
-def test_companies_match_on_domain(serve: Serve) -> None:
-    client, emulator = serve()
+def test_domain_is_not_unique_unless_the_portal_is_set_up_so(serve: Serve) -> None:
+    hubspot_default, _ = serve()
     company = {"id": "acme.com", "idProperty": "domain", "properties": {"name": "Acme"}}
+    refused = upsert(hubspot_default, COMPANIES, company)
+    assert refused.status_code == 400 and refused.json()["category"] == "VALIDATION_ERROR"
+    assert refused.json()["message"] == ("Unable to perform update/upsert by non-unique 0-2 "
+                                         "property domain")
+
+    client, emulator = serve(unique_properties={"contacts": {"email"}, "companies": {"domain"}})
     first = upsert(client, COMPANIES, company).json()["results"][0]
     company["properties"] = {"industry": "Tools"}
     again = upsert(client, COMPANIES, company).json()["results"][0]
@@ -241,7 +247,8 @@ def test_associations_single_and_batch(serve: Serve) -> None:
     client, emulator = serve()
     ann, bo = (r["id"] for r in upsert(client, CONTACTS, contact("a@x.io"), contact("b@x.io"))
                .json()["results"])  # fmt: skip
-    acme = upsert(client, COMPANIES, {"id": "acme.com", "idProperty": "domain", "properties": {}})
+    acme = client.post(f"{COMPANIES}/batch/create",
+                       json={"inputs": [{"properties": {"domain": "acme.com"}}]})
     acme_id = acme.json()["results"][0]["id"]
 
     single = client.put(f"/crm/v4/objects/contacts/{ann}/associations/default/companies/{acme_id}")
@@ -273,8 +280,34 @@ def test_associations_single_and_batch(serve: Serve) -> None:
     ]  # fmt: skip
 
 
-def test_batch_read_by_unique_property_names_what_it_did_not_find(serve: Serve) -> None:
+def test_a_property_definition_says_whether_its_values_are_unique(serve: Serve) -> None:
     client, _ = serve()
+    email = client.get("/crm/v3/properties/contacts/email")
+    assert email.status_code == 200
+    assert {k: email.json()[k] for k in ("name", "label", "type", "fieldType", "groupName",
+                                         "hasUniqueValue", "hubspotDefined")} == {
+        "name": "email", "label": "Email", "type": "string", "fieldType": "text",
+        "groupName": "contactinformation", "hasUniqueValue": True, "hubspotDefined": True}
+    domain = client.get("/crm/v3/properties/company/domain").json()  # singular names too
+    assert (domain["name"], domain["hasUniqueValue"], domain["groupName"]) == (
+        "domain", False, "companyinformation")
+    # Without declared properties, any name is a property of the portal's own.
+    own = client.get("/crm/v3/properties/companies/acme_id").json()
+    assert (own["hasUniqueValue"], own["hubspotDefined"], own["label"]) == (False, False, "acme_id")
+    assert client.get("/crm/v3/properties/widgets/name").status_code == 400  # no such object
+
+    custom, _ = serve(unique_properties={"contacts": {"email"}, "companies": {"acme_id"}},
+                      properties={"companies": {"domain", "name"}})
+    assert custom.get("/crm/v3/properties/companies/acme_id").json()["hasUniqueValue"] is True
+    assert custom.get("/crm/v3/properties/companies/domain").json()["hasUniqueValue"] is False
+    missing = custom.get("/crm/v3/properties/companies/nope")
+    assert missing.status_code == 404 and missing.json()["category"] == "OBJECT_NOT_FOUND"
+    anonymous, _ = serve(token=None)
+    assert anonymous.get("/crm/v3/properties/contacts/email").status_code == 401
+
+
+def test_batch_read_by_unique_property_names_what_it_did_not_find(serve: Serve) -> None:
+    client, _ = serve(unique_properties={"contacts": {"email"}, "companies": {"domain"}})
     acme = upsert(client, COMPANIES, {"id": "acme.com", "idProperty": "domain", "properties": {}})
     acme_id = acme.json()["results"][0]["id"]
     read = client.post(f"{COMPANIES}/batch/read", json={

@@ -1,10 +1,11 @@
-"""Salesforce Bulk API 2.0 ingest: a large changeset delivered as CSV jobs, end to end.
+"""Salesforce Bulk API 2.0 ingest: one batch of records delivered as one CSV job.
 
-The shared engine sends one request per batch and reads one answer; a bulk job is a
-conversation, so this module delivers a stream of records itself, with the contract of
-delivery.deliver(): every record ends delivered, rejected or unsent, reported through
-`on_outcomes` as each job ends. One job per operation and at most `records_per_job`
-records or `bytes_per_job` of CSV:
+A run with more than `bulk_threshold` records of one operation sends them by its bulk form
+(`bulk_upsert`, `bulk_delete`); the engine cuts those into job-sized batches (at most
+`records_per_job` records, `bytes_per_job` of payload) and hands each to `BulkJobs.run`,
+which sends the job's requests through the engine's exchange: the same limiters, retries
+(429, 5xx, connection errors), Retry-After and run-level stops (auth, setup, a spent org
+limit) as every other request.
 
     POST  /jobs/ingest {object, operation, externalIdFieldName, contentType: CSV, lineEnding: LF}
     PUT   /jobs/ingest/{id}/batches            the CSV, once (a job takes one upload)
@@ -13,43 +14,40 @@ records or `bytes_per_job` of CSV:
     GET   .../successfulResults/  (sf__Id, sf__Created, input columns)
     GET   .../failedResults/      (sf__Id, sf__Error, input columns)
 
-Result rows come in no promised order, so they are matched to records by the external id
-(by Id for deletes). A record in neither list was not processed (a failed or aborted job):
-unsent, so it stays owed. In the CSV an empty value leaves a field alone and `#N/A` clears
-it, so a JSON null or empty string becomes `#N/A` and a field left out (skip_nulls) stays
-empty; nested references (`Account: {External_Id__c: x}`) become `Account.External_Id__c`.
+The job's answer is indexed like the batch. Result rows come in no promised order, so they
+are matched to records by the external id (by Id for deletes). A record in neither list was
+not processed (a failed or aborted job): the answer leaves it out, so the engine keeps it
+owed as unconfirmed, with why the job ended. In the CSV an empty value leaves a field alone
+and `#N/A` clears it, so a JSON null or empty string becomes `#N/A` and a field left out
+(skip_nulls) stays empty; nested references (`Account: {External_Id__c: x}`) become
+`Account.External_Id__c`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from retl_assets.destinations.base import Record
-from retl_assets.destinations.delivery import Outcome, Report, count
-from retl_assets.destinations.retry import backoff
-from retl_assets.errors import AuthError, UnreachableError
+from retl_assets.destinations.base import Answer, Exchange, Record, json_body
+from retl_assets.destinations.salesforce.answers import GONE, error_code, parse_error, record_error
 
-if TYPE_CHECKING:
-    from retl_assets.destinations.salesforce.writer import SalesforceWriter
-
+# The operations that carry each collections operation's records as bulk jobs.
+BULK_FORMS = {"upsert": "bulk_upsert", "delete": "bulk_delete"}
 TERMINAL = ("JobComplete", "Failed", "Aborted")
 NULL = "#N/A"
-GONE = ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY")  # a delete already done
-FIELDS = re.compile(r"^[\w.,]*$")
 
 
 @dataclass(frozen=True)
 class BulkSettings:
-    threshold: int | None = 2000  # more records of one operation than this: a bulk job
+    threshold: int | None = 2000  # more records of one operation than this: bulk jobs
     poll_s: float = 2.0  # first wait between polls of a job's state
     max_poll_s: float = 30.0  # the wait grows to this
     timeout_s: float = 3600.0  # abort a job still running after this long
@@ -57,152 +55,141 @@ class BulkSettings:
     bytes_per_job: int = 100 * 1024 * 1024  # 150 MB once base64-encoded, as Salesforce counts
 
 
-class _Halt(Exception):
-    """A job that cannot go on; `stop` when nothing more may be sent this run."""
-
-    def __init__(self, message: str, stop: bool = False):
-        super().__init__(message)
-        self.stop = stop
+def verb(operation: str) -> str:
+    """The Salesforce operation (upsert, delete) an operation or its bulk form performs."""
+    return operation.removeprefix("bulk_")
 
 
-def deliver_bulk(writer: SalesforceWriter, records: Iterable[Record],
-                 on_outcomes: Callable[[list[Outcome]], None], *, max_retries: int = 6,
-                 timeout_s: float = 30.0) -> Report:
-    """Send every record through bulk jobs; `on_outcomes` is called after each job."""
-    report = Report()
-    started = time.monotonic()
-    stopped: str | None = None
-    try:
-        with httpx.Client(timeout=timeout_s) as client:
-            session = _Session(writer, client, report, max_retries)
-            for chunk in _jobs(records, writer.dest.bulk):
-                report.sent += len(chunk)
-                if stopped:
-                    outcomes = [Outcome(r, "unsent", stopped) for r in chunk]
-                else:
-                    try:
-                        outcomes = session.run(chunk)
-                    except _Halt as halt:
-                        message = f"stopped: {halt}" if halt.stop else str(halt)
-                        stopped = message if halt.stop else None
-                        outcomes = [Outcome(r, "unsent", message) for r in chunk]
-                count(report, outcomes)
-                on_outcomes(outcomes)
-    finally:
-        report.seconds = time.monotonic() - started
-    return report
+class BulkJobs:
+    """One sync's Bulk API 2.0 jobs on one object; `run` delivers one batch as one job."""
 
+    def __init__(self, base: str, headers: dict[str, str], sobject: str, id_field: str,
+                 settings: BulkSettings, classify: Callable[[httpx.Response], Answer | None]):
+        self.url = f"{base}/jobs/ingest"
+        self.headers = headers
+        self.object = sobject
+        self.id_field = id_field
+        self.settings = settings
+        self.classify = classify
 
-def _jobs(records: Iterable[Record], settings: BulkSettings) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    size = 0
-    for r in records:
-        full = (len(batch) >= settings.records_per_job
-                or size + len(r.payload) > settings.bytes_per_job)
-        if batch and (full or r.operation != batch[0].operation):
-            yield batch
-            batch, size = [], 0
-        batch.append(r)
-        size += len(r.payload)
-    if batch:
-        yield batch
-
-
-class _Session:
-    def __init__(self, writer: SalesforceWriter, client: httpx.Client, report: Report,
-                 max_retries: int):
-        self.writer = writer
-        self.client = client
-        self.report = report
-        self.max_retries = max_retries
-        self.settings = writer.dest.bulk
-        self.url = f"{writer.dest.base}/jobs/ingest"
-
-    def run(self, chunk: list[Record]) -> list[Outcome]:
-        operation = chunk[0].operation
-        text, keys = table(self.writer, chunk)
-        spec: dict[str, Any] = {"object": self.writer.object, "operation": operation,
-                                "contentType": "CSV", "lineEnding": "LF"}
-        if operation == "upsert":
-            spec["externalIdFieldName"] = self.writer.id_field
-        job = self.call("POST", self.url, json=spec).json()
-        jid = str(job["id"])
-        # A retried upload that had in fact arrived is refused as a second one: that is fine.
-        self.call("PUT", f"{self.url}/{jid}/batches", content=text.encode(),
-                  headers={"Content-Type": "text/csv"}, tolerate="BULK_API_ERROR")
-        self.call("PATCH", f"{self.url}/{jid}", json={"state": "UploadComplete"})
-        info = self.wait(jid)
-        done = self.results(jid, "successfulResults")
-        failed = self.results(jid, "failedResults")
-        why = f"bulk job {jid} ended {info.get('state')}"
+    async def run(self, call: Exchange, operation: str, records: list[Record]) -> Answer:
+        does = verb(operation)
+        text, keys = table(does, self.id_field, records)
+        jid, failed = await self._start(call, operation, does, text)
+        if failed is not None:
+            return failed
+        answer, info = await self._wait(call, operation, jid)
+        if info is None:
+            return _unsent(answer, f"bulk job {jid}: polling")
+        state = info.get("state")
+        if state not in TERMINAL:
+            # Still running though aborted: nothing confirmed, every record stays owed.
+            return Answer("ok", text=f"bulk job {jid} still {state} when aborted")
+        why = f"bulk job {jid} ended {state}"
         if info.get("errorMessage"):
             why += f": {info['errorMessage']}"
-        key = "Id" if operation == "delete" else self.writer.id_field
-        return outcomes(chunk, keys, key, done, failed, why)
+        results = [await self._results(call, operation, jid, kind)
+                   for kind in ("successfulResults", "failedResults")]
+        why += "".join(note for _, note in results)
+        key = "Id" if does == "delete" else self.id_field
+        return matched(does, keys, key, results[0][0], results[1][0], why)
 
-    def wait(self, jid: str) -> dict[str, Any]:
+    async def _start(self, call: Exchange, operation: str, does: str,
+                     text: str) -> tuple[str, Answer | None]:
+        """Create the job, upload its CSV and close it: (its id, None), or the batch's
+        answer when a step did not succeed."""
+        spec: dict[str, Any] = {"object": self.object, "operation": does,
+                                "contentType": "CSV", "lineEnding": "LF"}
+        if does == "upsert":
+            spec["externalIdFieldName"] = self.id_field
+        answer, created = await self._step(call, operation, "POST", "", json=spec)
+        if created is None:
+            return "", _unsent(answer, "creating a bulk job")
+        jid = str(json_body(created).get("id") or "")
+        if not jid:
+            return "", Answer("retry", error=f"creating a bulk job: no id in "
+                                             f"{created.text[:200]!r}")
+        # A resent upload that had in fact arrived is refused as a second one: that is fine.
+        answer, uploaded = await self._step(call, operation, "PUT", f"/{jid}/batches",
+                                            content=text.encode(), tolerate="BULK_API_ERROR",
+                                            headers={"Content-Type": "text/csv"})
+        if uploaded is None:
+            return jid, _unsent(answer, f"bulk job {jid}: uploading")
+        answer, closed = await self._step(call, operation, "PATCH", f"/{jid}",
+                                          json={"state": "UploadComplete"})
+        if closed is None:
+            return jid, _unsent(answer, f"bulk job {jid}: closing")
+        return jid, None
+
+    async def _wait(self, call: Exchange, operation: str,
+                    jid: str) -> tuple[Answer, dict[str, Any] | None]:
+        """Poll the job until it ends, waiting longer each time; abort it after timeout_s.
+        Its last info (None when a poll had no answer)."""
         deadline = time.monotonic() + self.settings.timeout_s
         delay = self.settings.poll_s
         while True:
-            time.sleep(delay)
-            info = self.call("GET", f"{self.url}/{jid}").json()
-            if info.get("state") in TERMINAL:
-                return info
+            await asyncio.sleep(delay)
+            answer, response = await self._step(call, operation, "GET", f"/{jid}")
+            if response is None or json_body(response).get("state") in TERMINAL:
+                break
             if time.monotonic() > deadline:
-                self.call("PATCH", f"{self.url}/{jid}", json={"state": "Aborted"})
-                return self.call("GET", f"{self.url}/{jid}").json()
+                # Refused (409) when the job has just ended: its state says which.
+                await self._step(call, operation, "PATCH", f"/{jid}", json={"state": "Aborted"})
+                answer, response = await self._step(call, operation, "GET", f"/{jid}")
+                break
             delay = min(delay * 1.5, self.settings.max_poll_s)
+        return answer, json_body(response) if response is not None else None
 
-    def results(self, jid: str, kind: str) -> list[list[str]]:
-        response = self.call("GET", f"{self.url}/{jid}/{kind}/")
-        return list(csv.reader(io.StringIO(response.text, newline="")))
+    async def _results(self, call: Exchange, operation: str, jid: str,
+                       kind: str) -> tuple[list[list[str]], str]:
+        """A result file's rows, and a note for the job's answer when it could not be read
+        (its records then stay owed)."""
+        answer, response = await self._step(call, operation, "GET", f"/{jid}/{kind}/")
+        if response is None:
+            return [], f"; {kind} not read: {answer.error}"
+        return list(csv.reader(io.StringIO(response.text, newline=""))), ""
 
-    def call(self, method: str, url: str, tolerate: str | None = None,
-             **kw: Any) -> httpx.Response:
-        headers = {**self.writer.dest.headers, **kw.pop("headers", {})}
-        name = self.writer.destination
-        attempt = 0
-        while True:
-            self.report.requests += 1
-            try:
-                response = self.client.request(method, url, headers=headers, **kw)
-            except httpx.TransportError as e:
-                if attempt >= self.max_retries:
-                    raise UnreachableError(
-                        f"destination {name!r} could not be reached after {attempt + 1} "
-                        f"attempts: {type(e).__name__}: {e}") from None
-                attempt += 1
-                self.report.retries += 1
-                time.sleep(backoff(attempt))
-                continue
-            if tolerate and _code(response) == tolerate:
-                return response
-            answer = self.writer.classify(response)
-            if answer is None:
-                return response
-            if answer.kind == "auth":
-                raise AuthError(f"destination {name!r} refused the credentials: {answer.error}")
-            if answer.kind == "stop":
-                raise _Halt(answer.error or "stopped", stop=True)
-            if answer.kind == "retry" and attempt < self.max_retries:
-                attempt += 1
-                self.report.retries += 1
-                if answer.retry_after is not None:
-                    self.report.rate_limited += 1
-                time.sleep(answer.retry_after if answer.retry_after is not None
-                           else backoff(attempt))
-                continue
-            raise _Halt(f"{method} {url.rsplit('/services/data/', 1)[-1]}: {answer.error}")
+    async def _step(self, call: Exchange, operation: str, method: str, path: str,
+                    tolerate: str | None = None, headers: dict[str, str] | None = None,
+                    **kw: Any) -> tuple[Answer, httpx.Response | None]:
+        """One request of the job through the engine; its final answer, and the response
+        when that answer is a success. `tolerate`: an error code that means success when
+        the request is a resend."""
+        url, every = f"{self.url}{path}", {**self.headers, **(headers or {})}
+        sent: list[None] = []  # one entry per attempt built
+        last: list[httpx.Response] = []  # the latest response read
+
+        def build(client: httpx.AsyncClient) -> httpx.Request:
+            sent.append(None)
+            return client.build_request(method, url, headers=every, **kw)
+
+        def read(response: httpx.Response) -> Answer:
+            last[:] = [response]
+            if tolerate and len(sent) > 1 and error_code(response)[0] == tolerate:
+                return Answer("ok")
+            return self.classify(response) or Answer("ok")
+
+        answer = await call(operation, build, read)
+        return answer, last[0] if answer.kind == "ok" and last else None
 
 
-def table(writer: SalesforceWriter, records: list[Record]) -> tuple[str, list[str]]:
+def _unsent(answer: Answer, what: str) -> Answer:
+    """A job step without a success ends the batch unsent. A refused step is no record's
+    fault (the engine would halve the batch into ever more jobs), so it becomes `retry`;
+    a spent org limit stays `stop`."""
+    if answer.kind == "stop":
+        return answer
+    return Answer("retry", error=f"{what}: {answer.error}")
+
+
+def table(does: str, id_field: str, records: list[Record]) -> tuple[str, list[str]]:
     """The job's CSV and, per record, the value its result rows are matched by."""
-    if records[0].operation == "delete":
+    if does == "delete":
         rows = [{"Id": r.dest_id or ""} for r in records]
         key = "Id"
     else:
         rows = [_flatten(json.loads(r.payload)) for r in records]
-        key = writer.id_field
+        key = id_field
     columns = list(dict.fromkeys(c for row in rows for c in row))
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
@@ -212,66 +199,45 @@ def table(writer: SalesforceWriter, records: list[Record]) -> tuple[str, list[st
     return out.getvalue(), [_cell(row.get(key)) for row in rows]
 
 
-def outcomes(chunk: list[Record], keys: list[str], key_column: str, done: list[list[str]],
-             failed: list[list[str]], why: str) -> list[Outcome]:
-    """Each record's outcome from the job's result rows, matched by `key_column` (the
-    external id field, or Id for deletes), not by position."""
-    operation = chunk[0].operation
+def matched(does: str, keys: list[str], key_column: str, done: list[list[str]],
+            failed: list[list[str]], why: str) -> Answer:
+    """The job's answer, indexed like its batch, from its result rows matched by
+    `key_column` (the external id field, or Id for deletes), not by position. Records in
+    neither file are left out: the engine keeps them owed, saying `why`."""
     waiting: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         waiting.setdefault(key.strip().lower(), []).append(i)
-    found: dict[int, Outcome] = {}
+    answer = Answer("ok", text=why)
     for rows, ok in ((done, True), (failed, False)):
-        if not rows:
-            continue
-        header, body = rows[0], rows[1:]
-        if "sf__Id" not in header or key_column not in header[2:]:
-            continue  # not a result file of this job: its records stay unsent
-        sf_id, second = header.index("sf__Id"), 1 + header.index("sf__Id")
-        column = header.index(key_column, 2)
-        for row in body:
-            if column >= len(row):
-                continue
-            slots = waiting.get(row[column].strip().lower())
-            if not slots:
-                continue
-            i = slots.pop(0)
-            record = chunk[i]
+        for i, sf_id, second in _rows(rows, key_column, waiting):
             if ok:
-                dest_id = row[sf_id] if operation == "upsert" and row[sf_id] else None
-                found[i] = Outcome(record, "delivered", dest_id=dest_id)
+                answer.confirmed.add(i)
+                if does == "upsert" and sf_id:
+                    answer.ids[i] = sf_id
                 continue
-            error = parse_error(row[second])
-            if operation == "delete" and error["statusCode"] in GONE:
-                found[i] = Outcome(record, "delivered")
+            error = parse_error(second)
+            if does == "delete" and error["statusCode"] in GONE:
+                answer.confirmed.add(i)  # deleted before: what the delete wanted
             else:
-                found[i] = Outcome(record, "rejected", record_error([error]))
-    return [found.get(i) or Outcome(r, "unsent", why) for i, r in enumerate(chunk)]
+                answer.rejected[i] = record_error([error])
+    return answer
 
 
-def parse_error(text: str) -> dict[str, Any]:
-    """`CODE:message:Field1,Field2 --` (sf__Error) as {statusCode, message, fields}."""
-    text = text.strip().removesuffix("--").strip()
-    code, _, rest = text.partition(":")
-    message, fields = rest, ""
-    if ":" in rest:
-        head, tail = rest.rsplit(":", 1)
-        if FIELDS.match(tail.strip()):
-            message, fields = head, tail.strip()
-    return {"statusCode": code, "message": message.strip(),
-            "fields": [f for f in fields.split(",") if f]}
-
-
-def record_error(errors: list) -> str:
-    """Salesforce's per-record errors as one line: `CODE: message [fields]; ...`."""
-    parts = []
-    for e in errors:
-        if not isinstance(e, dict):
+def _rows(rows: list[list[str]], key_column: str, waiting: dict[str, list[int]]):
+    """(record index, sf__Id, the second column) of each result row naming a record."""
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    if "sf__Id" not in header or key_column not in header[2:]:
+        return  # not a result file of this job: its records stay owed
+    sf_id = header.index("sf__Id")
+    column = header.index(key_column, 2)
+    for row in body:
+        if column >= len(row):
             continue
-        fields = e.get("fields") or []
-        parts.append(f"{e.get('statusCode')}: {e.get('message')}"
-                     + (f" [{', '.join(map(str, fields))}]" if fields else ""))
-    return "; ".join(parts) or "refused without an error"
+        slots = waiting.get(row[column].strip().lower())
+        if slots:
+            yield slots.pop(0), row[sf_id], row[sf_id + 1]
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -296,14 +262,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return ";".join(map(str, value))  # a multi-select picklist
     return json.dumps(value)
-
-
-def _code(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    if isinstance(body, list) and body and isinstance(body[0], dict):
-        return body[0].get("errorCode")
-    return None
-

@@ -3,8 +3,10 @@
 Small changesets go through sObject Collections: `PATCH .../composite/sobjects/{SObject}/
 {ExternalIdField}` with at most 200 records, answered 200 with one result per record in
 request order (allOrNone false, so good records land beside bad ones), and `DELETE
-.../composite/sobjects?ids=` with the ids retl kept from the upserts. Large ones can go
-through a Bulk API 2.0 ingest job instead (bulk.py; `deliver_bulk`).
+.../composite/sobjects?ids=` with the ids retl kept from the upserts. A run with more than
+`bulk_threshold` records of one operation sends them by its bulk form instead
+(`bulk_operation`): Bulk API 2.0 ingest jobs, each a batch the engine hands to `job`
+(bulk.py), its requests sent through the engine like every other.
 
 Salesforce publishes no per-second limit: an org has a daily allocation of API requests
 (403 REQUEST_LIMIT_EXCEEDED "TotalRequests", which stops the run with rows kept owed) and a
@@ -13,22 +15,24 @@ cap on long-running concurrent requests (the same code, "Concurrent...": wait an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-
 import httpx
 
 from retl_assets.destinations.base import (
     Answer,
     Capabilities,
+    Exchange,
     Record,
     blank,
     first_problem,
     json_batch,
-    status_answer,
 )
-from retl_assets.destinations.delivery import Outcome, Report
-from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.destinations.salesforce.bulk import GONE, BulkSettings, deliver_bulk, record_error
+from retl_assets.destinations.salesforce.answers import (
+    CONCURRENCY_WAIT_S,
+    GONE,
+    classify,
+    record_error,
+)
+from retl_assets.destinations.salesforce.bulk import BULK_FORMS, BulkJobs, BulkSettings, verb
 from retl_assets.destinations.salesforce.config import API_VERSION, SalesforceConfig
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
@@ -46,7 +50,6 @@ RECORD_CHARS = 400_000  # Bulk API 2.0's limit per record; fields are 32,000 eac
 # Per-record errors that pass: another transaction held the row; the record lands when sent
 # again (Salesforce's own advice for UNABLE_TO_LOCK_ROW is to retry).
 TRANSIENT = frozenset({"UNABLE_TO_LOCK_ROW"})
-CONCURRENCY_WAIT_S = 2.0  # Salesforce says nothing of when a concurrent slot frees
 
 
 class SalesforceDestination:
@@ -65,7 +68,10 @@ class SalesforceDestination:
             max_concurrency=max_concurrency or 4,
             rate_limit=None,  # a daily allocation, not a window: see `classify`
             default_retry_after_s=CONCURRENCY_WAIT_S,
-            answers="results",  # one result per record, in request order
+            answers="results",  # one result per record (by external id in bulk results)
+            # A bulk job takes far more than a collections request.
+            operation_size={op: (self.bulk.records_per_job, self.bulk.bytes_per_job)
+                            for op in BULK_FORMS.values()},
         )
 
     def __repr__(self) -> str:
@@ -87,6 +93,8 @@ class SalesforceDestination:
 
 
 class SalesforceWriter:
+    jobs = frozenset(BULK_FORMS.values())  # the bulk forms: one Bulk API 2.0 job a batch
+
     def __init__(self, dest: SalesforceDestination, sync_name: str, sync: SyncConfig):
         self.destination = dest.name
         self.capabilities = dest.capabilities
@@ -105,6 +113,8 @@ class SalesforceWriter:
                                "not set Salesforce's Id")
         self.id_field, self.id_column = next(iter(match.items()), ("", ""))
         self.bulk_threshold = dest.bulk.threshold
+        self._bulk = BulkJobs(dest.base, dest.headers, self.object, self.id_field, dest.bulk,
+                              self.classify)
 
     def operations(self) -> dict[str, str]:
         if self._sync.action == MIRROR:
@@ -116,17 +126,21 @@ class SalesforceWriter:
     def rules(self, operation: str) -> Rules:
         return Rules(top_level=frozenset(), container=None)  # fields sit on the record
 
+    def bulk_operation(self, operation: str) -> str:
+        """The operation that carries `operation`'s records as Bulk API 2.0 jobs."""
+        return BULK_FORMS[operation]
+
     def payload(self, operation: str, mapped: Tree) -> Tree:
-        if operation == "delete":
+        if verb(operation) == "delete":
             return {("id",): Raw(DEST_ID)}
         return {("attributes", "type"): Literal(self.object), **mapped,
                 (self.id_field,): Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")}
 
     def needs_dest_id(self, operation: str) -> bool:
-        return operation == "delete"
+        return verb(operation) == "delete"
 
     def invalid_sql(self, operation: str, payload: str) -> str:
-        if operation == "delete":
+        if verb(operation) == "delete":
             return "NULL"
         return first_problem([(blank(payload, f'$."{self.id_field}"'),
                                 f"'no value for the external id field {self.id_field} "
@@ -172,37 +186,12 @@ class SalesforceWriter:
         return answer
 
     def classify(self, response: httpx.Response) -> Answer | None:
-        """What a whole-request answer means; None for 2xx. Salesforce's errors are a list
-        of {message, errorCode}."""
-        if 200 <= response.status_code < 300:
-            return None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        first = body[0] if isinstance(body, list) and body and isinstance(body[0], dict) else {}
-        code, message = str(first.get("errorCode", "")), str(first.get("message", ""))
-        text = f"HTTP {response.status_code}: {code}: {message}" if code else None
-        status = response.status_code
-        if code == "REQUEST_LIMIT_EXCEEDED":
-            if "TotalRequests" in message:
-                return Answer("stop", error=f"the org's daily API request limit is spent ({text})")
-            return Answer("retry", error=text, retry_after=CONCURRENCY_WAIT_S)
-        if status == 404 or (status == 400 and code == "INVALID_FIELD"):
-            # The object, the external id field or a mapped field does not exist: no record
-            # of this sync can land until the project or the org changes.
-            return Answer("setup", error=f"{self.object}/{self.id_field}: {text}")
-        answer = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
-        if answer and text:
-            answer.error = text
-        return answer
+        """What a whole-request answer means; None for 2xx."""
+        return classify(response, f"{self.object}/{self.id_field}")
 
-    def deliver_bulk(self, records: Iterable[Record],
-                     on_outcomes: Callable[[list[Outcome]], None], *, max_retries: int = 6,
-                     timeout_s: float = 30.0) -> Report:
-        """Deliver through Bulk API 2.0 jobs: same contract as delivery.deliver()."""
-        return deliver_bulk(self, records, on_outcomes, max_retries=max_retries,
-                            timeout_s=timeout_s)
+    async def job(self, call: Exchange, operation: str, records: list[Record]) -> Answer:
+        """A bulk form's batch, delivered as one Bulk API 2.0 job (bulk.py)."""
+        return await self._bulk.run(call, operation, records)
 
 
 def _passing(errors: list) -> bool:
