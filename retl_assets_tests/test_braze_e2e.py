@@ -3,6 +3,8 @@ events table tracked as custom events."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from retl_assets.emulators import EmulatorServer
@@ -174,3 +176,117 @@ def test_429s_are_waited_out_until_the_rate_limit_reset(workspace, braze):
     assert (s["succeeded"], s["owed"]) == (300, 0)
     assert braze.state()["stats"]["status"].get("429", 0) > 0
     assert braze_users(braze) == model_users(workspace)
+
+
+# --- update-only ------------------------------------------------------------------------------
+
+def braze_url(ws) -> str:
+    return ws.project.config.destinations["braze"].base_url
+
+
+def seed(workspace, *attributes: dict) -> None:
+    """Users someone else made in Braze before retl syncs, through its /users/track."""
+    import httpx
+
+    answer = httpx.post(f"{braze_url(workspace)}/users/track",
+                        json={"attributes": list(attributes)},
+                        headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert answer.status_code == 201, answer.text
+
+
+def test_an_update_sync_updates_the_users_braze_has_and_creates_no_other(workspace, braze):
+    seed(workspace, *({"external_id": f"u{i:06d}", "plan": "old", "first_name": "Old"}
+                      for i in range(1, 11)),
+         {"external_id": "not-in-the-model", "plan": "theirs"})
+    workspace.write(PROJECT.format(url=braze_url(workspace))
+                    .replace("action: mirror", "action: update"))
+    before = dict(braze.state()["stats"])
+    first = workspace.sync()
+    s = first.syncs["contacts_to_braze"]
+    assert first.status == "success", first.errors
+    # Braze's answer counts objects queued, not users found: the 290 rows whose user Braze
+    # does not have are delivered too, and stay out of Braze.
+    assert (s["sent"], s["succeeded"], s["failed"], s["owed"]) == (300, 300, 0, 0)
+    model = model_users(workspace)
+    assert braze_users(braze) == {**{uid: model[uid] for uid in model
+                                     if uid <= "u000010"},
+                                  "not-in-the-model": {"email": None, "first_name": None,
+                                                       "plan": "theirs"}}
+    stats = braze.state()["stats"]
+    assert (stats["created"] - before["created"], stats["updated"] - before["updated"],
+            stats["skipped"] - before["skipped"]) == (0, 10, 290)
+    assert stats["contract_violations"] == []
+
+    workspace.sql("""
+        INSERT INTO contacts VALUES ('n1', 'new.person@example.com', 'Nia', 'pro', 1, now());
+        UPDATE contacts SET plan = 'platinum' WHERE id IN ('u000005', 'u000200');
+        DELETE FROM contacts WHERE id = 'u000003';
+    """)
+    before = dict(braze.state()["stats"])
+    second = workspace.sync()
+    s = second.syncs["contacts_to_braze"]
+    assert second.status == "success", second.errors
+    assert (s["sent"], s["succeeded"], s["owed"]) == (3, 3, 0)  # the delete is not taken
+    users = braze_users(braze)
+    assert users["u000005"]["plan"] == "platinum"
+    assert "u000003" in users and "n1" not in users and "u000200" not in users
+    stats = braze.state()["stats"]
+    assert (stats["created"] - before["created"], stats["updated"] - before["updated"],
+            stats["skipped"] - before["skipped"], stats["deleted"]) == (0, 1, 2, 0)
+
+
+def test_an_update_sync_may_take_only_updated_rows(workspace, braze):
+    seed(workspace, {"external_id": "u000001", "plan": "old"},
+         {"external_id": "u000002", "plan": "old"})
+    workspace.write(PROJECT.format(url=braze_url(workspace)).replace(
+        "action: mirror", "action: update\n    records: updated"))
+    first = workspace.sync()
+    assert first.status == "success", first.errors
+    assert first.syncs["contacts_to_braze"]["sent"] == 0  # every row is new: none taken
+    workspace.sql("UPDATE contacts SET plan = 'platinum' WHERE id = 'u000002'")
+    second = workspace.sync()
+    assert second.syncs["contacts_to_braze"]["succeeded"] == 1, second.errors
+    assert {u: a["plan"] for u, a in braze.records().items()} == {"u000001": "old",
+                                                                  "u000002": "platinum"}
+
+
+UPDATE_ONLY_DELETES = ("action: mirror", "action: update\n    records: deleted")
+UPDATE_ONLY_FLAG = ("      plan: plan\n",
+                    "      plan: plan\n      _update_existing_only: {value: false}\n")
+
+
+@pytest.mark.parametrize("edits, refusal", [
+    ([UPDATE_ONLY_DELETES],
+     (r"syncs\.contacts_to_braze\.records: a Braze `update` sync updates users from added "
+      r"or updated rows; Braze has no update-only delete")),
+    ([("action: mirror", "action: update"), UPDATE_ONLY_FLAG],
+     (r"syncs\.contacts_to_braze\.mapping\._update_existing_only: a Braze `update` sync "
+      r"always sends it as true")),
+])
+def test_what_braze_cannot_do_update_only_is_refused_before_anything_is_sent(
+        workspace, braze, monkeypatch, edits, refusal):
+    from retl_assets.inspect import validate
+
+    monkeypatch.setenv("RETL_PROJECT", str(workspace.root / "retl.yaml"))
+    text = PROJECT.format(url=braze_url(workspace))
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    workspace.write(text)
+    problems, _ = validate()
+    assert any(re.search(refusal, p) for p in problems), problems
+    run = workspace.sync()
+    assert run.status == "failure"
+    assert any(re.search(refusal, e) for e in run.errors), run.errors
+    assert braze.state()["stats"]["requests"] == 0
+
+
+def test_a_create_only_sync_is_refused_at_load(workspace, braze):
+    from retl_assets.errors import ProjectError
+    from retl_assets.project import load_project
+
+    path = workspace.write(PROJECT.format(url=braze_url(workspace))
+                           .replace("action: mirror", "action: create"))
+    with pytest.raises(ProjectError, match=r"syncs\.contacts_to_braze\.action: braze cannot "
+                                           r"tell a new record from an existing one"):
+        load_project(path)

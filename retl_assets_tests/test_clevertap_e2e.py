@@ -23,7 +23,7 @@ destinations:
     type: clevertap
     account_id: {account}
     passcode: {{env: CLEVERTAP_PASSCODE}}
-    region: eu1                          # https://eu1.api.clevertap.com
+    region: eu1                          # required: https://eu1.api.clevertap.com
     base_url: {url}                      # optional; overrides the region's endpoint
 {extra}
 models:
@@ -238,6 +238,71 @@ def test_a_wrong_passcode_stops_at_once_and_commits_nothing(workspace, clevertap
     assert "wrong-passcode" not in " ".join(run.errors)
     assert clevertap.profiles() == {}
     assert workspace.store.sync_state("users").cursor is None
+
+
+def test_an_event_sync_with_no_mapped_properties_lands(workspace, clevertap):
+    # Only evtName and ts mapped: the event still carries `evtData: {}` (CleverTap's README
+    # form; its library and the emulator refuse an event without evtData, code 512).
+    workspace.write(PROJECT.format(account=ACCOUNT, url=clevertap.url, extra="")
+                    .replace("      event_id: id\n", ""))
+    assert "event_id" not in workspace.project.config.syncs["activity"].mapping
+    run = workspace.sync("events")
+    s = run.syncs["activity"]
+    assert run.status == "success", run.errors
+    assert (s["sent"], s["succeeded"], s["rejected"], s["owed"]) == (50, 50, 0, 0), s
+    stored = clevertap.events()
+    assert {(e["evtName"], e["who"], e["ts"]) for e in stored} == set(
+        model_events(workspace).values())
+    assert all(e["evtData"] == {} for e in stored)
+    stats = clevertap.state()["stats"]
+    assert stats["records_failed"] == 0 and stats["contract_violations"] == []
+
+
+def test_a_profile_sync_with_no_mapped_properties_lands(workspace, clevertap):
+    # The same for profiles: `profileData: {}` (the library requires a profileData object).
+    workspace.write(PROJECT.format(account=ACCOUNT, url=clevertap.url, extra="").replace(
+        "    mapping:\n      Email: email\n      Name: first_name\n      plan: plan\n",
+        "    mapping: {}\n"))
+    assert workspace.project.config.syncs["users"].mapping == {}
+    run = workspace.sync()
+    assert run.status == "success", run.errors
+    assert (run.syncs["users"]["succeeded"], run.syncs["users"]["owed"]) == (300, 0)
+    assert clevertap.profiles() == {i: {} for (i,) in workspace.sql("SELECT id FROM contacts")}
+    assert clevertap.state()["stats"]["records_failed"] == 0
+
+
+REGIONS = ("eu1", "in1", "sg1", "us1", "aps3", "mec1")
+
+
+def test_the_region_is_required_and_the_error_lists_the_regions(workspace, clevertap):
+    from retl_assets.destinations import open_destination
+    from retl_assets.errors import ProjectError
+    from retl_assets.project import load_project
+
+    # No default: each account answers only on its own region's host (another one: 401).
+    workspace.write(PROJECT.format(account=ACCOUNT, url=clevertap.url, extra="")
+                    .replace("    region: eu1", "").replace("    base_url:", "    # base_url:"))
+    with pytest.raises(ProjectError) as missing:
+        load_project(workspace.root / "retl.yaml")
+    message = str(missing.value)
+    assert "destinations.engage" in message and "region is required" in message
+    assert all(region in message for region in REGIONS), message
+    workspace.write(PROJECT.format(account=ACCOUNT, url=clevertap.url, extra="")
+                    .replace("region: eu1", "region: eu").replace("    base_url:", "    # x:"))
+    with pytest.raises(ProjectError) as typo:
+        load_project(workspace.root / "retl.yaml")
+    assert "destinations.engage.region" in str(typo.value)
+    assert all(region in str(typo.value) for region in REGIONS)
+    for region in REGIONS:
+        workspace.write(PROJECT.format(account=ACCOUNT, url=clevertap.url, extra="")
+                        .replace("region: eu1", f"region: {region}")
+                        .replace("    base_url:", "    # base_url:"))
+        dest = open_destination(workspace.project, "engage")
+        assert dest.base_url == f"https://{region}.api.clevertap.com"
+    # base_url alone names the endpoint (an emulator, a proxy): no region needed.
+    workspace.write(PROJECT.format(account=ACCOUNT, url=clevertap.url, extra="")
+                    .replace("    region: eu1", ""))
+    assert workspace.sync("events").syncs["activity"]["succeeded"] == 50
 
 
 # -- how the writer reads CleverTap's answers (no sync needed) --------------------------------

@@ -152,3 +152,108 @@ def test_twenty_thousand_rows_stay_under_the_rate_limit(workspace, iterable):
     assert stats["max_requests_in_window_by_endpoint"]["bulkUpdate"] <= 5  # 5 requests/s
     assert stats["status"].get("429", 0) == 0
     assert len(iterable.records()) == 20000
+
+
+# -- the other identifier in dataFields, and users matched by userId ---------------------------
+
+USERS = """
+sources:
+  warehouse:
+    type: duckdb
+    path: warehouse.duckdb
+destinations:
+  iterable:
+    type: iterable
+    api_key: {{env: ITERABLE_API_KEY}}
+    base_url: {url}
+models:
+  contacts:
+    source: warehouse
+    primary_key: id
+    sql: |
+      SELECT id, email, first_name, plan, {user_id} AS user_id FROM contacts
+syncs:
+  users:
+    model: contacts
+    destination: iterable
+    action: mirror
+    match: {{{match}}}
+    mapping:
+      {other}
+      firstName: first_name
+"""
+
+
+@pytest.fixture
+def serve(workspace, monkeypatch):
+    """Start an emulator of a given project type and write USERS against it."""
+    monkeypatch.setenv("ITERABLE_API_KEY", KEY)
+    servers = []
+
+    def _serve(project_type: str, user_id: str = "id", match: str = "email: email",
+               other: str = "userId: user_id") -> IterableEmulator:
+        emu = IterableEmulator({KEY}, project_type=project_type)
+        server = EmulatorServer(build_iterable_app(emu)).start()
+        servers.append(server)
+        workspace.write(USERS.format(url=server.url, user_id=user_id, match=match, other=other))
+        return emu
+
+    yield _serve
+    for server in servers:
+        server.stop()
+
+
+def test_an_integer_id_column_goes_in_data_fields_as_a_string(workspace, serve):
+    # Iterable's userId is a string: an INTEGER column mapped to userId beside the email is
+    # sent as "5", not 5 (which the emulator lists in invalidUserIds as malformed).
+    emu = serve("email", user_id="CAST(substr(id, 2) AS INTEGER)")
+    run = workspace.sync()
+    s = run.syncs["users"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["failed"], s["owed"]) == (300, 0, 0), s
+    model = {email: str(int(i[1:])) for i, email in workspace.sql("SELECT id, email FROM contacts")}
+    assert {u["email"]: u["userId"] for u in emu.users()} == model
+    assert all(isinstance(u["userId"], str) for u in emu.users())
+    assert emu.state()["stats"]["contract_violations"] == []
+
+
+def test_a_malformed_user_id_beside_the_email_rejects_only_its_row(workspace, serve):
+    # Matching by email, a malformed userId in dataFields comes back in invalidUserIds by
+    # its own value: retl finds the row by it, and the rest of the batch is delivered.
+    emu = serve("hybrid")
+    workspace.sql("UPDATE contacts SET id = id || ' ' WHERE id IN ('u000005', 'u000050')")
+    run = workspace.sync()
+    s = run.syncs["users"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["failed"], s["owed"]) == (298, 2, 2), s
+    owed = workspace.owed("users", key="id")
+    assert set(owed) == {"u000005 ", "u000050 "}
+    assert all("rejected" in e and "invalidUserIds" in e for e in owed.values()), owed
+    assert len(emu.users()) == 298
+    workspace.sql("UPDATE contacts SET id = trim(id) WHERE id LIKE '% '")
+    fixed = workspace.sync()
+    assert fixed.syncs["users"]["owed"] == 0, fixed.syncs
+    assert {u["email"]: u["userId"] for u in emu.users()} == dict(
+        workspace.sql("SELECT email, id FROM contacts"))
+
+
+def test_a_user_id_match_creates_users_in_an_email_based_project(workspace, serve):
+    # In an email-based project a userId alone creates a user only with preferUserId: true
+    # (a placeholder email); retl sends it on userId-matched users.
+    emu = serve("email", match="userId: id", other="")
+    run = workspace.sync()
+    s = run.syncs["users"]
+    assert run.status == "success", run.errors
+    assert (s["succeeded"], s["owed"]) == (300, 0), s
+    ids = {row[0] for row in workspace.sql("SELECT id FROM contacts")}
+    assert {u["userId"] for u in emu.users()} == ids
+    assert all(u["email"].endswith("@placeholder.email") for u in emu.users())
+    # Turned off in the mapping, the same rows are refused (no such user): the flag is what
+    # creates them.
+    workspace.write(workspace.root.joinpath("retl.yaml").read_text()
+                    .replace("firstName: first_name",
+                             "firstName: first_name\n      preferUserId: {value: false}"))
+    workspace.sql("INSERT INTO contacts VALUES ('n1', 'n1@example.com', 'Nia', 'pro', 1, now())")
+    off = workspace.sync()
+    assert (off.syncs["users"]["succeeded"], off.syncs["users"]["failed"]) == (0, 1)
+    assert any("notFoundUserIds" in e for e in workspace.owed("users", key="id").values())

@@ -72,3 +72,16 @@ def test_mapping_to_a_missing_column_names_sync_and_field(tmp_path):
     with pytest.raises(ProjectError, match=r"syncs\.s\.mapping\.firstname: column 'first_name'"):
         plan("s", project.config.syncs["s"], "m", {"id": "INTEGER", "email": "VARCHAR"},
              Rules(frozenset(), "properties"))
+
+
+def test_a_sync_mode_the_destination_cannot_tell_apart_is_refused_at_load(tmp_path):
+    path = tmp_path / "retl.yaml"
+    path.write_text(textwrap.dedent("""
+        sources: {w: {type: duckdb, path: w.duckdb}}
+        destinations: {cdp: {type: segment, write_key: k}}
+        models: {m: {source: w, primary_key: id, sql: "SELECT 1 AS id"}}
+        syncs: {s: {model: m, destination: cdp, action: create}}
+    """))
+    with pytest.raises(ProjectError, match=r"syncs\.s\.action: segment cannot tell a new "
+                                           r"record from an existing one.*create-only"):
+        load_project(path)

@@ -132,6 +132,11 @@ def _load_model(path: Path, name: str, m: ModelConfig) -> Model:
     return Model(name, m, sql_path.read_text())
 
 
+# Sync modes users know from Census and drt: offered only where the vendor tells them apart.
+MODES = {"create": "create-only (never touch an existing record)",
+         "update": "update-only (never create a record)"}
+
+
 def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model]) -> None:
     where = path.name
     for name, m in config.models.items():
@@ -156,6 +161,11 @@ def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model
         kind = config.destinations[s.destination].type
         facts = destination(kind)
         offered = facts.actions
+        if s.action in MODES and s.action not in offered:
+            raise ProjectError(
+                f"{where}: syncs.{name}.action: {kind} cannot tell a new record from an "
+                f"existing one, so it offers no {MODES[s.action]} sync; it offers "
+                f"{', '.join(offered)}")
         if s.action not in offered:
             raise ProjectError(
                 f"{where}: syncs.{name}.action: {kind} offers {', '.join(offered)}, "

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from retl_assets.destinations.clevertap.config import REGIONS
 from retl_assets.destinations.clevertap.writer import CleverTapDestination
 from retl_assets.emulators import EmulatorServer
 from retl_assets.emulators.clevertap import CleverTapEmulator, build_clevertap_app
@@ -86,6 +87,7 @@ def test_every_library_region_is_the_host_retl_builds(node: str, serve: Serve) -
     _, url, _ = serve()
     regions = drive(node, url)["library"]["regions"]
     assert set(regions.values()) == {"eu1", "in1", "sg1", "us1", "aps3", "mec1"}
+    assert set(REGIONS) == set(regions.values())  # what retl's config accepts, and lists
     for region in regions.values():
         endpoint = drive(node, url, region=region)["library"]["regionEndpoint"]
         retl = CleverTapDestination("ct", ACCOUNT, PASSCODE, region=region).base_url
@@ -311,14 +313,25 @@ def test_retl_uploads_and_deletes_replay_through_the_library(node: str, serve: S
     assert fresh.events() == emulator.events()
 
 
-@pytest.mark.xfail(strict=True, reason="retl's writer leaves evtData out of an event with no "
-                   "property mapped; CleverTap's library refuses such an event (and the "
-                   "emulator now answers it 512). Fix: always send evtData, {} when empty.")
 def test_retl_events_without_properties_still_carry_evt_data(node: str, serve: Serve,
                                                               workspace, monkeypatch) -> None:
+    # An event sync mapping only evtName and ts: retl sends `evtData: {}`, as CleverTap's
+    # README does; the library refuses an event without evtData and the emulator answers
+    # it 512, so without it no event would land.
     monkeypatch.setenv("CLEVERTAP_PASSCODE", PASSCODE)
     emulator, url, recorder = serve()
     workspace.write(PROJECT.format(account=ACCOUNT, url=url, event_data=""))
-    workspace.sync("events")
+    run_ = workspace.sync("events")
+    assert run_.status == "success", run_.errors
+    assert run_.syncs["activity"]["succeeded"] == 50 and run_.syncs["activity"]["owed"] == 0
     sent = [json.loads(r["body"])["d"] for r in uploads(recorder)]
-    assert sent and all(isinstance(e.get("evtData"), dict) for d in sent for e in d)
+    assert sent and all(e["evtData"] == {} for d in sent for e in d)
+    assert len(emulator.events()) == 50
+    assert all(e["evtData"] == {} for e in emulator.events())
+    # The library takes retl's events as they are (its own check passes) and they land.
+    fresh, fresh_url, _ = serve()
+    for result in drive(node, fresh_url, *[call("upload", d) for d in sent])["results"]:
+        answers = ok(result)
+        for answer in answers if isinstance(answers, list) else [answers]:
+            assert answer["status"] == "success", answer
+    assert fresh.events() == emulator.events()

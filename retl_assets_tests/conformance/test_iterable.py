@@ -14,11 +14,14 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
+from retl_assets.destinations.base import Record
 from retl_assets.destinations.iterable.writer import BASE_URLS, IterableDestination
 from retl_assets.emulators import EmulatorServer
 from retl_assets.emulators.iterable import IterableEmulator, build_iterable_app
+from retl_assets.project.schema import SyncConfig
 from retl_assets_tests.conformance.node_runner import Recorder, require, run
 
 KEY = "conformance-iterable-key"
@@ -80,7 +83,7 @@ def pairs(emulator: IterableEmulator) -> list[tuple[str | None, str | None]]:
 def test_the_library_and_retl_agree_on_host_and_auth_header(node: str, serve: Serve) -> None:
     defaults = run(node, "iterable.mjs", ["--defaults"], [])
     assert defaults["baseUrl"] == BASE_URLS["us"]  # the library has no EU option
-    emulator, url, recorder = serve()
+    _, url, recorder = serve()
     out = run(node, "iterable.mjs", ["--base-url", url, "--api-key", KEY],
               [call("getChannels")])
     channels = ok(out["results"][0])["channels"]
@@ -151,6 +154,37 @@ def test_a_user_with_email_and_user_id_is_found_by_email_and_gets_the_user_id(
     assert emulator.records()["a@x.io"] == {"plan": "pro"}
     assert [e["eventName"] for e in emulator.events()] == ["Upgraded"]
     assert emulator.state()["stats"]["contract_violations"] == []
+
+
+def test_a_malformed_identifier_in_data_fields_is_listed_under_its_own_key(
+        node: str, serve: Serve) -> None:
+    # FailedUserUpdates: invalidUserIds holds "Malformed userId values ... found either at the
+    # top level of a passed-in user object, or in dataFields" (invalidEmails likewise), and
+    # invalidData* covers "invalid data in dataFields other than an invalid email or userId".
+    # So a bad userId beside an email is listed by that userId, not by the email.
+    emulator, url, _ = serve(project_type="email")
+    users = [{"email": "a@x.io", "dataFields": {"userId": "bad id ", "plan": "pro"}},
+             {"email": "b@x.io", "dataFields": {"userId": "u2", "plan": "pro"}},
+             {"userId": "u3", "preferUserId": True, "dataFields": {"email": "not-an-email"}}]
+    number = {"email": "c@x.io", "dataFields": {"userId": 7}}  # Iterable's userId is a string
+    answer, typed = drive(node, url, call("bulkUpdateUsers", {"users": users}),
+                          call("bulkUpdateUsers", {"users": [number]}))
+    value = ok(answer)  # as the library reads it (its schema keeps invalidEmails/UserIds)
+    assert (value["successCount"], value["failCount"]) == (1, 2)
+    assert value["failedUpdates"]["invalidUserIds"] == ["bad id "] == value["invalidUserIds"]
+    assert value["failedUpdates"]["invalidEmails"] == ["not-an-email"]
+    assert ok(typed)["failedUpdates"]["invalidUserIds"] == ["7"]
+    assert pairs(emulator) == [("b@x.io", "u2")]
+    # retl maps each back to its row by the value in dataFields, whichever it matches on.
+    for match, rows, expected in (
+            ("email", users[:2], {0: "invalidUserIds: malformed userId"}),
+            ("userId", users[2:], {0: "invalidEmails: malformed email"})):
+        writer = IterableDestination("it", KEY, base_url=url).writer("users", SyncConfig(
+            model="contacts", destination="it", action="upsert", match={match: match}))
+        records = [Record(f"m{i}", f"k{i}", json.dumps(u), "bulkUpdate")
+                   for i, u in enumerate(rows)]
+        read = writer.read(httpx.Response(200, json=value), "bulkUpdate", records)
+        assert (read.kind, read.rejected) == ("ok", expected)
 
 
 def test_email_based_projects_do_not_enforce_user_id_uniqueness(node: str, serve: Serve) -> None:
@@ -410,3 +444,25 @@ def test_retl_matched_by_user_id_sends_the_email_the_library_way(node: str, serv
                       if r["method"] == "DELETE"][len(retl_delete):]
     assert retl_delete == library_delete == [("DELETE", f"/api/users/byUserId/{gone}")]
     assert gone not in {u["userId"] for u in emulator.users()}
+
+
+def test_retl_matched_by_user_id_creates_users_in_an_email_based_project(
+        node: str, serve: Serve, workspace, monkeypatch) -> None:
+    # "If only userId is passed (and not email), and there is no matching user, Iterable
+    # returns an error. To avoid this ... include the parameter preferUserId with a value of
+    # true" ("Creating and Identifying Users with Iterable APIs"); the spec: "Only respected
+    # in API calls for email-based projects". retl sends it on every userId-matched user.
+    emulator, recorder, url = sync_through(
+        workspace, serve, monkeypatch, "email", "userId: userId", "", "userId: user_id")
+    ids = {row[0] for row in workspace.sql("SELECT id FROM contacts")}
+    assert {u["userId"] for u in emulator.users()} == ids
+    assert all(u["email"].endswith("@placeholder.email") for u in emulator.users())
+    bodies = [json.loads(r["body"]) for r in recorder.api() if r["path"].endswith("/bulkUpdate")]
+    assert bodies and all(u["preferUserId"] is True and isinstance(u["userId"], str)
+                          for b in bodies for u in b["users"])
+    check_bodies_with_the_library(node, url, recorder)
+    # The library sends the flag as given: retl's bodies create the same users through it.
+    fresh, fresh_url, _ = serve(project_type="email")
+    for result in drive(node, fresh_url, *[call("bulkUpdateUsers", b) for b in bodies]):
+        assert ok(result)["failCount"] == 0
+    assert {u["userId"] for u in fresh.users()} == ids

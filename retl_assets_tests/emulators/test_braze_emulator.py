@@ -134,6 +134,44 @@ def test_update_existing_only_creates_nobody(serve: Serve) -> None:
     assert emulator.users() == []
 
 
+def test_update_only_updates_who_exists_and_the_answer_does_not_tell_them_apart(
+        serve: Serve) -> None:
+    client, emulator = serve()
+    track(client, attributes=[{"external_id": "u1", "plan": "free"},
+                              {"email": "known@x.io", "plan": "free"}])
+    answer = track(client, attributes=[
+        {"external_id": "u1", "plan": "pro", "_update_existing_only": True},
+        {"external_id": "ghost", "plan": "pro", "_update_existing_only": True},
+        {"email": "known@x.io", "plan": "pro", "_update_existing_only": True},
+        {"email": "nobody@x.io", "plan": "pro", "_update_existing_only": True},
+    ], events=[{"external_id": "ghost", "name": "E", "time": "2026-01-01T00:00:00Z",
+                "_update_existing_only": True},
+               {"external_id": "u1", "name": "E", "time": "2026-01-01T00:00:00Z",
+                "_update_existing_only": True}])
+    # Braze counts objects queued, found or not, and names no error for a missing user.
+    assert answer.status_code == 201
+    assert answer.json() == {"message": "success", "attributes_processed": 4,
+                             "events_processed": 2}
+    assert emulator.records() == {"u1": {"plan": "pro"},
+                                  "known@x.io": {"email": "known@x.io", "plan": "pro"}}
+    [u1] = [u for u in emulator.users() if u["external_id"] == "u1"]
+    assert len(u1["events"]) == 1 and "_update_existing_only" not in u1["attributes"]
+    stats = emulator.state()["stats"]
+    assert (stats["created"], stats["updated"], stats["skipped"], stats["events"]) == (2, 2, 3, 1)
+
+
+def test_a_user_alias_is_update_only_unless_told_otherwise(serve: Serve) -> None:
+    client, emulator = serve()
+    alias = {"alias_name": "device1", "alias_label": "device"}
+    track(client, attributes=[{"user_alias": alias, "plan": "free"}])
+    assert emulator.users() == [] and emulator.state()["stats"]["skipped"] == 1
+    track(client, attributes=[{"user_alias": alias, "plan": "free",
+                               "_update_existing_only": False}])
+    track(client, attributes=[{"user_alias": alias, "plan": "pro"}])
+    [user] = emulator.users()
+    assert user["user_alias"] == "device:device1" and user["attributes"] == {"plan": "pro"}
+
+
 def test_delete_takes_up_to_50_ids_of_one_kind(serve: Serve) -> None:
     client, emulator = serve()
     track(client, attributes=[{"external_id": f"u{i}"} for i in range(3)])

@@ -12,6 +12,10 @@ request whose every object is already named. Any other 400 is fatal for the requ
 `/users/delete` takes up to 50 ids of one kind and shares a 20,000 requests/minute limit.
 Every answer carries X-RateLimit-Limit/-Remaining/-Reset (epoch seconds); a 429 carries no
 documented Retry-After, so the client waits until the reset. Events are never deduplicated.
+
+`action: update` sends attributes with `_update_existing_only: true` (Braze's "Update Only"
+mode): Braze updates a user it has and creates none. Its answer counts objects queued, not
+users found, so a row whose user Braze does not have is delivered like any other.
 """
 
 from __future__ import annotations
@@ -35,13 +39,16 @@ from retl_assets.destinations.base import (
 )
 from retl_assets.destinations.braze.config import BrazeConfig
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.mapping import Raw, Rules, Tree
+from retl_assets.errors import ProjectError
+from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID
 
-ACTIONS = {"braze": ("upsert", "track", MIRROR)}
+UPDATE = "update"  # update-only: attributes in Braze's "Update Only" mode, no user created
+ACTIONS = {"braze": ("upsert", UPDATE, "track", MIRROR)}
+UPDATE_ONLY = "_update_existing_only"
 MAX_OBJECTS = 75  # per /users/track request, attributes + events + purchases together
 MAX_DELETE_IDS = 50  # per /users/delete request
 TRACK_RATE = (3000, 3.0)  # /users/track, per workspace
@@ -49,9 +56,9 @@ DELETE_RATE = (20_000, 60.0)  # /users/delete, shared with the alias/identify/me
 REQUEST_BYTES = 4 * 1024 * 1024  # Braze publishes no body limit; a conservative guess
 IDENTITIES = ("external_id", "email")  # what a sync may match users on
 EVENT_TOP = frozenset({"external_id", "email", "user_alias", "braze_id", "phone", "name",
-                       "time", "app_id", "_update_existing_only"})
+                       "time", "app_id", UPDATE_ONLY})
 # The array of /users/track each operation fills; deletes go to /users/delete.
-ARRAYS = {"attributes": "attributes", "events": "events"}
+ARRAYS = {"attributes": "attributes", UPDATE: "attributes", "events": "events"}
 
 
 class BrazeDestination(JsonApi):
@@ -76,7 +83,7 @@ class BrazeDestination(JsonApi):
             bytes_per_request=REQUEST_BYTES,
             bytes_per_record=REQUEST_BYTES,
             max_concurrency=self.max_concurrency,
-            operation_limits={"attributes": track, "events": track,
+            operation_limits={"attributes": track, UPDATE: track, "events": track,
                               "delete": (DELETE_RATE[0], DELETE_RATE[1] + 0.5)},
             default_retry_after_s=3.0,
             deduplicates=False,
@@ -102,11 +109,16 @@ class BrazeWriter:
         self.id_field, self.id_column = one_identifier(
             sync_name, sync, "Braze", IDENTITIES,
             "e.g. {external_id: user_id_column} or {email: email_column}")
+        if sync.action == UPDATE:
+            _check_update(sync_name, sync)
         self.capabilities = dest.capabilities()
 
     def operations(self) -> dict[str, str]:
         if self._sync.action == MIRROR:
             return {"added": "attributes", "updated": "attributes", "deleted": "delete"}
+        if self._sync.action == UPDATE:
+            # added_or_updated unless `records:` narrows it; deleted is refused at start.
+            return {change: UPDATE for change in self._sync.selects}
         op = "events" if self._sync.action == "track" else "attributes"
         return {change: op for change in self._sync.selects if change != "deleted"}
 
@@ -121,15 +133,20 @@ class BrazeWriter:
         if operation == "delete":
             return {(self.id_field,): Raw(DEST_ID)}
         identity = Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")
-        return {**{p: e for p, e in mapped.items() if p != (self.id_field,)},
+        tree = {**{p: e for p, e in mapped.items() if p != (self.id_field,)},
                 (self.id_field,): identity}
+        if operation == UPDATE:
+            tree[(UPDATE_ONLY,)] = Literal(True)
+        return tree
 
     def needs_dest_id(self, operation: str) -> bool:
         return operation == "delete"
 
     def sent_id(self, operation: str) -> str | None:
         # Braze returns no id of its own: the identifier retl wrote is what a delete uses.
-        return f"CAST({quote(self.id_column)} AS VARCHAR)" if operation == "attributes" else None
+        if operation in ("attributes", UPDATE):
+            return f"CAST({quote(self.id_column)} AS VARCHAR)"
+        return None
 
     def invalid_sql(self, operation: str, payload: str) -> str:
         if operation == "delete":
@@ -176,6 +193,17 @@ class BrazeWriter:
             return failed or Answer("ok")
         # 202 {"message": "queued"} during maintenance: accepted, processed later.
         return _item_errors(json_body(response), ARRAYS[operation], len(records))
+
+
+def _check_update(sync_name: str, sync: SyncConfig) -> None:
+    """What an update-only sync cannot ask Braze for; raised before anything is sent."""
+    if sync.records == "deleted":
+        raise ProjectError(f"syncs.{sync_name}.records: a Braze `update` sync updates users from "
+                           "added or updated rows; Braze has no update-only delete (use "
+                           "`mirror` to delete users)")
+    if UPDATE_ONLY in (sync.mapping or {}):
+        raise ProjectError(f"syncs.{sync_name}.mapping.{UPDATE_ONLY}: a Braze `update` sync "
+                           "always sends it as true (Update Only mode); leave it out")
 
 
 def _item_errors(body: dict, array: str, n: int) -> Answer:

@@ -8,7 +8,10 @@ account; the 16th is answered 429 "Too many concurrent requests" (no Retry-After
 client's concurrency stays within 15. Record failures come inside a 200: `{status,
 processed, unprocessed: [{status, code, error, record}]}`, each echoing the record it
 refused, which is how they are matched back to rows. Profile (and event property) keys are
-at most 120 bytes and values at most 512.
+at most 120 bytes and values at most 512. Every profile carries a `profileData` object and
+every event an `evtData` object, `{}` when nothing is mapped into it: CleverTap's own Node
+library refuses a record without one, and its README sends `evtData: {}` for an event
+without properties.
 
 Deletes: POST /1/delete/profiles.json (same headers) with `{"identity": [...]}` or
 `{"guid": [...]}` (the CleverTap id, which the upload API calls objectId), never both, at
@@ -37,7 +40,7 @@ from retl_assets.destinations.base import (
     json_body,
     status_answer,
 )
-from retl_assets.destinations.clevertap.config import CleverTapConfig
+from retl_assets.destinations.clevertap.config import CleverTapConfig, missing_region
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.mapping.values import epoch_sql, sql_of
@@ -63,9 +66,12 @@ CONTAINER = {"profile": "profileData", "event": "evtData"}
 
 class CleverTapDestination(JsonApi):
     def __init__(self, name: str, account_id: str, passcode: str, base_url: str | None = None,
-                 region: str = "us1", max_concurrency: int | None = None,
+                 region: str | None = None, max_concurrency: int | None = None,
                  batch_size: int | None = None):
         self.name = name
+        if not base_url and not region:
+            # No region is safe to guess: each account lives in one (config.py).
+            raise ValueError(f"destinations.{name}: {missing_region()}")
         self.base_url = (base_url or BASE_URL.format(region=region)).rstrip("/")
         # The passcode lives only inside the headers; repr() never shows it.
         self._headers = {"X-CleverTap-Account-Id": account_id, "X-CleverTap-Passcode": passcode,
@@ -156,6 +162,9 @@ class CleverTapWriter:
             if path == ("ts",):
                 expr = Raw(epoch_sql(sql_of(expr), "s"))  # UNIX epoch seconds
             tree.setdefault(path, expr)
+        container = CONTAINER[operation]
+        if not any(path[0] == container for path in tree):
+            tree[(container,)] = Raw("json_object()")  # {}: the record's structure needs it
         return tree
 
     def _delete_value(self) -> Raw:

@@ -1,11 +1,17 @@
 """Iterable: users by `POST /api/users/bulkUpdate`, events by `POST /api/events/trackBulk`,
 deletes one user a request (`DELETE /api/users/{email}` or `/api/users/byUserId/{userId}`).
 
-Header `Api-Key`. Each user or event carries `email` or `userId`, not both. bulkUpdate takes
+Header `Api-Key`. Each user or event carries the identifier the sync matches on at the top;
+a mapped other identifier goes in `dataFields` (how Iterable documents setting a userId in an
+email-based project), always as a string. A sync matched by userId sends `preferUserId: true`
+on bulkUpdate: in an email-based project that is the only way a userId creates a user (with a
+placeholder email), and other project types ignore it. bulkUpdate takes
 up to 1,000 users and 4 MB at 5 requests/s per project; trackBulk takes up to 8,000 events at
 10 requests/s; the deletes allow 100 requests/s. Both bulk calls answer 200 with counts and
 `failedUpdates` (invalidEmails, invalidDataUserIds, ... lists of the identifiers that failed),
-so failures are per item; a malformed request is a 400 `{msg, code, params}`. An event's `id`
+so failures are per item, mapped back by the value of the identifier their key names
+(top level or dataFields; a malformed dataFields.userId is listed in invalidUserIds even when
+the sync matches by email); a malformed request is a 400 `{msg, code, params}`. An event's `id`
 is an upsert key, so retl sends its idempotency key there and a resent event is not doubled.
 """
 
@@ -30,7 +36,8 @@ from retl_assets.destinations.base import (
 )
 from retl_assets.destinations.iterable.config import IterableConfig
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.mapping import Column, Raw, Rules, Tree
+from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
+from retl_assets.mapping.fields import Expr
 from retl_assets.mapping.values import epoch_sql
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
@@ -40,6 +47,8 @@ from retl_assets.state.store import DEST_ID, MSGID
 BASE_URLS = {"us": "https://api.iterable.com", "eu": "https://api.eu.iterable.com"}
 ACTIONS = {"iterable": ("upsert", "track", MIRROR)}
 IDENTITIES = ("email", "userId")
+OTHER = {"email": "userId", "userId": "email"}
+KIND_OF = {"Emails": "email", "UserIds": "userId"}  # failedUpdates key suffix -> identifier
 REQUEST_BYTES = 4 * 1024 * 1024  # bulkUpdate's published body limit; used for trackBulk too
 # Per operation: records a request, and requests per second as Iterable publishes them.
 LIMITS = {"bulkUpdate": (1000, 5), "trackBulk": (8000, 10), "delete": (1, 100)}
@@ -52,6 +61,8 @@ FAILURES = {  # failedUpdates keys -> what they mean
     "forgottenEmails": "user was GDPR-forgotten", "forgottenUserIds": "user was GDPR-forgotten",
     "notFoundEmails": "user not found", "notFoundUserIds": "user not found",
 }
+
+
 class IterableDestination(JsonApi):
     def __init__(self, name: str, api_key: str, base_url: str | None = None,
                  region: str = "us", max_concurrency: int | None = None,
@@ -121,6 +132,16 @@ class IterableWriter:
             return {(self.id_field,): Raw(DEST_ID)}
         tree = {p: e for p, e in mapped.items() if p != (self.id_field,)}
         tree[(self.id_field,)] = Raw(f"CAST({quote(self.id_column)} AS VARCHAR)")
+        # Iterable's email and userId are strings; an integer id column must not go out as
+        # a number in dataFields (as_string covers only the top level).
+        for path in (("dataFields", OTHER[self.id_field]), ("dataFields", self.id_field)):
+            if path in tree:
+                tree[path] = _as_string(tree[path])
+        if operation == "bulkUpdate" and self.id_field == "userId":
+            # "If only userId is passed ... and there is no matching user, Iterable returns
+            # an error" in an email-based project unless preferUserId is true; the other
+            # project types ignore it. Map preferUserId to {value: false} to turn it off.
+            tree.setdefault(("preferUserId",), Literal(True))
         if operation == "trackBulk":
             tree.setdefault(("id",), Raw(MSGID))
             created = tree.get(("createdAt",))
@@ -142,13 +163,13 @@ class IterableWriter:
         def missing(field: str) -> str:
             return blank(payload, f"$.{field}")
 
-        checks = [(missing(self.id_field), f"'no value for the match field {self.id_field} "
-                                           f"(column {self.id_column})'")]
+        checks = [(missing(self.id_field), (f"'no value for the match field {self.id_field} "
+                                            f"(column {self.id_column})'"))]
         if operation == "trackBulk":
             checks += [
                 (missing("eventName"), "'an event needs eventName'"),
-                (f"strlen(coalesce(json_extract_string({payload}, '$.id'), '')) "
-                 f"> {EVENT_ID_BYTES}", f"'event id over {EVENT_ID_BYTES} bytes'"),
+                ((f"strlen(coalesce(json_extract_string({payload}, '$.id'), '')) "
+                  f"> {EVENT_ID_BYTES}"), f"'event id over {EVENT_ID_BYTES} bytes'"),
             ]
         checks.append((f"strlen({payload}) > {REQUEST_BYTES // 2}",
                        "'record is over 2 MB, half of the 4 MB request limit'"))
@@ -176,21 +197,29 @@ class IterableWriter:
 
     def _failures(self, body: dict, operation: str, records: list[Record]) -> Answer:
         # Failures name users by identifier, not by position: map them back to the records.
-        norm = str.lower if self.id_field == "email" else str
+        # A key names the identifier it lists (invalidUserIds: userIds), which need not be
+        # the one the sync matches on: a malformed userId in dataFields is listed there by
+        # its own value while the sync matches by email. So both identifiers are indexed,
+        # at the top level and in dataFields.
         values = [json.loads(r.payload) for r in records]
-        position: dict[str, list[int]] = {}
+        position: dict[str, dict[str, list[int]]] = {kind: {} for kind in IDENTITIES}
         for i, v in enumerate(values):
-            position.setdefault(norm(str(v.get(self.id_field, ""))), []).append(i)
+            fields = v.get("dataFields") if isinstance(v.get("dataFields"), dict) else {}
+            for kind in IDENTITIES:
+                seen = {_norm(kind, x) for x in (v.get(kind), fields.get(kind))
+                        if x not in (None, "")}
+                for value in seen:
+                    position[kind].setdefault(value, []).append(i)
         answer = Answer("ok")
-        suffix = "Emails" if self.id_field == "email" else "UserIds"
         lists = dict(body.get("failedUpdates") or {})
         for key in ("invalidEmails", "invalidUserIds"):  # the deprecated top-level twins
             lists.setdefault(key, body.get(key) or [])
         for key, failed in lists.items():
-            if not key.endswith(suffix) or not isinstance(failed, list):
+            kind = next((k for suffix, k in KIND_OF.items() if key.endswith(suffix)), None)
+            if kind is None or not isinstance(failed, list):
                 continue
             for value in failed:
-                for i in position.get(norm(str(value)), []):
+                for i in position[kind].get(_norm(kind, value), []):
                     answer.rejected.setdefault(i, f"{key}: {FAILURES.get(key, 'failed')}")
         if isinstance(body.get("successCount"), int):
             answer.counted = body["successCount"]
@@ -200,6 +229,20 @@ class IterableWriter:
                 answer.rejected.setdefault(i, f"disallowedEventNames: {v['eventName']!r} "
                                               f"is not allowed in this project")
         return answer
+
+
+def _as_string(expr: Expr) -> Expr:
+    """A mapped value as a JSON string (NULL stays null)."""
+    if isinstance(expr, Column):
+        return Raw(f"CAST({quote(expr.name)} AS VARCHAR)")
+    if isinstance(expr, Literal) and expr.value is not None and not isinstance(expr.value, str):
+        return Literal(str(expr.value))
+    return expr  # a template renders text already
+
+
+def _norm(kind: str, value: object) -> str:
+    """How Iterable compares an identifier: emails without case, userIds exactly."""
+    return str(value).lower() if kind == "email" else str(value)
 
 
 def connect(name: str, config: IterableConfig) -> IterableDestination:

@@ -14,6 +14,10 @@ What a client meets here, in order (common.py runs the first four):
    'attributes', 'events', or 'purchases' fields.", "errors": [...]}` with the same list
    (3rd-party captures show it; the status is Segment's mocks', Braze documents none).
    `faults.reject_invalid_batches` turns any per-object error into a fatal 400.
+   An object with `_update_existing_only: true` ("Update Only" mode; the default for a
+   user_alias) updates a user that exists and creates none; it is still counted in
+   `*_processed` (Braze counts objects queued, before it looks for the user) and names no
+   error. stats["skipped"] counts the objects that found no user and created none.
    /users/delete takes up to 50 ids of one kind and answers 201 `{"deleted": n}`.
 
 State lives in memory; `state()`, `users()`, `records()` and GET /_emulator/state show it.
@@ -86,6 +90,7 @@ class BrazeEmulator(BaseEmulator):
             window.clear()
         self.stats = {**base_stats(), "max_delete_requests_in_window": 0, "created": 0,
                       "updated": 0, "deleted": 0, "events": 0, "objects_refused": 0,
+                      "skipped": 0,
                       "contract_violations": []}
 
     # -- Python API for in-process tests ------------------------------------------------------
@@ -190,6 +195,7 @@ class BrazeEmulator(BaseEmulator):
             only_existing = item.get("_update_existing_only")
             if (only_existing is True or kind == "braze_id"
                     or (kind == "user_alias" and only_existing is not False)):
+                self.stats["skipped"] += 1
                 return
             user = {"braze_id": f"b{self._next:08d}", "external_id": None, "email": None,
                     "phone": None, "user_alias": None, "attributes": {}, "events": [],

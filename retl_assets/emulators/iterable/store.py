@@ -97,14 +97,17 @@ class IterableStore:
         fields = item.get("dataFields", {})
         if not isinstance(fields, dict) or faults.poisons(item):
             return invalid_data
+        # An identifier in dataFields (the other one, e.g. a userId beside an email) that is
+        # malformed is listed under its own key, by its own value: invalidEmails holds
+        # "Malformed email addresses found either at the top level ... or in dataFields",
+        # invalidUserIds the same for userIds (the spec's FailedUserUpdates).
         email = fields.get("email")
         if email is not None and not (isinstance(email, str) and EMAIL.match(email)):
-            # Iterable lists it in invalidEmails; by email only when email is the identity,
-            # else (emulator choice) as invalid data of the userId, so it maps to the user.
-            return ("invalidEmails", key) if kind == "email" else invalid_data
+            return ("invalidEmails", str(email))
         user_id = fields.get("userId")
-        if isinstance(user_id, str) and user_id and not valid_user_id(user_id):
-            return invalid_data  # the same emulator choice for a malformed dataFields.userId
+        if user_id is not None and not valid_user_id(user_id):
+            # The spec types userId a string; a number is malformed here (emulator choice).
+            return ("invalidUserIds", str(user_id))
         for name, value in fields.items():
             known = self.field_types.get(name)
             if value is not None and known and known != json_type(value):
