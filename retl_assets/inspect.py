@@ -62,7 +62,7 @@ def validate() -> tuple[list[str], list[str]]:
         except RetlError as e:
             problems.append(str(e))
             continue
-        checked.append(f"sync {name}: {sync.action} {' + '.join(sync.selects)} -> "
+        checked.append(f"sync {name}: {sync.action} {' + '.join(writer.operations())} -> "
                        f"{sync.destination}")
     return problems, checked
 

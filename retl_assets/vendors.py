@@ -38,13 +38,7 @@ def destination(kind: str | None) -> Facts | None:
     folder = DESTINATIONS.get(kind or "")
     if folder is None:
         return None
-    module = importlib.import_module(f"retl_assets.destinations.{folder}")
-    if not hasattr(module, "FACTS"):  # TEMPORARY: hubspot.py until it moves to its folder
-        from retl_assets.destinations.base import Facts
-
-        return Facts(config=module.CONFIGS[kind], connect=module.connect,
-                     actions=module.ACTIONS[kind], associations=kind in module.ASSOCIATES)
-    return module.FACTS[kind]
+    return importlib.import_module(f"retl_assets.destinations.{folder}").FACTS[kind]
 
 
 def emulator_types() -> list[str]:

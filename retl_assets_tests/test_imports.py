@@ -8,8 +8,8 @@ import sys
 import pytest
 
 PACKAGES = ["retl_assets", "retl_assets.project", "retl_assets.destinations",
-            "retl_assets.emulators", "retl_assets.sources", "retl_assets.state.ledger",
-            "retl_assets.diff.local", "retl_assets.mapping", "retl_assets.sync",
+            "retl_assets.emulators", "retl_assets.sources", "retl_assets.sync.ledger",
+            "retl_assets.changeset.local", "retl_assets.mapping", "retl_assets.sync",
             "retl_assets.cli", "retl_assets.definitions"]
 
 

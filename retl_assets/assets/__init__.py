@@ -7,7 +7,10 @@ from dagster import AssetSelection, AssetSpec, Definitions, define_asset_job
 
 from retl_assets.assets.factory import diff_asset, model_asset, sync_asset
 from retl_assets.assets.resources import (
-    RetlDestinations, RetlSources, RetlStateStore, retl_resources,
+    RetlDestinations,
+    RetlSources,
+    RetlStateStore,
+    retl_resources,
 )
 from retl_assets.assets.translator import RetlAssetData, RetlTranslator
 from retl_assets.automation import model_schedule, model_trigger, partitions_for

@@ -20,17 +20,21 @@ from dagster import (
     multi_asset,
 )
 
-from retl_assets.diff.local import DiffOptions, diff_and_commit
+from retl_assets.assets.resources import RetlDestinations, RetlSources, RetlStateStore
+from retl_assets.assets.runtime import (
+    ALLOW_MASS_DELETE_TAG,
+    FULL_RESYNC_TAG,
+    model_lease,
+    run_started_at,
+    tag_on,
+)
+from retl_assets.changeset.local import DiffOptions, diff_and_commit
 from retl_assets.errors import DestinationError, ModelError
 from retl_assets.project import Project
-from retl_assets.state.snapshots import key_error, load_staged, stage
+from retl_assets.snapshot.extract import key_error, load_staged, stage
 from retl_assets.state.files import remove
 from retl_assets.state.store import Extract, Head, StateStore
 from retl_assets.sync import run_sync
-from retl_assets.assets.resources import RetlDestinations, RetlSources, RetlStateStore
-from retl_assets.assets.runtime import (
-    ALLOW_MASS_DELETE_TAG, FULL_RESYNC_TAG, model_lease, run_started_at, tag_on,
-)
 
 KEY_CHECKS = ("primary_key_present", "primary_key_not_null", "primary_key_unique")
 
@@ -53,7 +57,8 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
             staged = stage(name, model.keys, source, model.render_sql(last_sync_time),
                            store.staged_path(name, run_id), store.root / "tmp")
             report = staged.keys
-            assert report is not None
+            if report is None:  # stage() checks the keys of every extract it stages
+                raise ModelError(f"models/{name}: the extract's keys were not checked")
             columns = [c for c, _ in staged.columns]
             message = None if report.ok else key_error(name, model.keys, report, columns)
             present = not report.missing_keys

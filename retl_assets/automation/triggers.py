@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
-
     RunRequest,
     RunsFilter,
     ScheduleDefinition,
@@ -17,10 +17,10 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster import DagsterInstance
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from retl_assets.automation.partitions import current_partition, partitions_for
+from retl_assets.errors import ProjectError
 from retl_assets.project import Model
 
 IN_PROGRESS = [
@@ -40,7 +40,8 @@ def run_in_progress(instance: DagsterInstance, job_name: str) -> str | None:
 
 def model_schedule(model: Model, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
     schedule = model.config.schedule
-    assert schedule is not None
+    if schedule is None:
+        raise ProjectError(f"models.{model.name}.schedule: the model has none to build")
 
     def evaluate(context: ScheduleEvaluationContext):
         busy = run_in_progress(context.instance, job.name)
@@ -60,7 +61,8 @@ def model_schedule(model: Model, job: UnresolvedAssetJobDefinition) -> ScheduleD
 
 def model_trigger(model: Model, job: UnresolvedAssetJobDefinition) -> SensorDefinition:
     trigger = model.config.trigger
-    assert trigger is not None
+    if trigger is None:
+        raise ProjectError(f"models.{model.name}.trigger: the model has none to build")
     upstream = AssetKey(trigger.asset_path())
 
     @sensor(name=f"retl_{model.name}_trigger", job=job, minimum_interval_seconds=30,

@@ -1,9 +1,9 @@
 """What every destination emulator shares: faults, a seeded random source, sliding rate
 windows, the order faults are applied in, status counting and the admin routes.
 
-A vendor module (segment.py, hubspot.py) subclasses `BaseEmulator`, implements `_admit`
-(authentication and the vendor's own limits) and the request handling, and builds its app
-with `emulator_app`, which adds /_emulator/{state,faults,reset} and /healthz.
+A vendor's api.py (emulators/segment/, emulators/hubspot/, ...) subclasses `BaseEmulator`,
+implements `_admit` (authentication and the vendor's own limits) and the request handling,
+and builds its app with `emulator_app`, which adds /_emulator/{state,faults,reset} and /healthz.
 """
 
 from __future__ import annotations

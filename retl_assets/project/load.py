@@ -11,15 +11,14 @@ import yaml
 from pydantic import ValidationError
 
 from retl_assets.errors import ProjectError
-from retl_assets.vendors import destination
 from retl_assets.project.schema import (
     MIRROR,
-    EnvRef,
     ModelConfig,
     ProjectConfig,
     Secret,
     SyncConfig,
 )
+from retl_assets.vendors import destination
 
 DEMO_PROJECT = Path(__file__).resolve().parent.parent / "demo" / "retl.yaml"
 LAST_SYNC_TIME = re.compile(r"\{\{\s*last_sync_time\s*\}\}")
@@ -192,8 +191,7 @@ def resolve_secret(value: Secret | None, where: str) -> str | None:
     """The secret's value; `{env: NAME}` is read now and never stored or logged."""
     if value is None or isinstance(value, str):
         return value
-    assert isinstance(value, EnvRef)
-    found = os.environ.get(value.env)
+    found = os.environ.get(value.env)  # the only other kind of Secret is an EnvRef
     if not found:
         raise ProjectError(f"{where}: environment variable {value.env} is not set")
     return found

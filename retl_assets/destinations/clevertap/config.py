@@ -1,4 +1,4 @@
-"""Clevertap's settings in the project file (`destinations.NAME`).
+"""CleverTap's settings in the project file (`destinations.NAME`).
 
 `region` has no default. Each account lives in one region and its API answers only on that
 region's host ("your API endpoint based on the region of your account", CleverTap's Common

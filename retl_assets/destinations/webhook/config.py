@@ -13,8 +13,6 @@ DEFAULT_REQUEST_BYTES = 4 * 1024 * 1024
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
-
-
 class WebhookConfig(DestinationBase):
     url: str = Field(description="https:// endpoint (http:// only for localhost)")
     secret: Secret = Field(description="key of the X-Retl-Signature HMAC")

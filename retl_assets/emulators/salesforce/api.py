@@ -51,8 +51,8 @@ from retl_assets.emulators.salesforce.store import (
     IngestJob,
     Org,
     SObjectType,
-    now_iso,
     error,
+    now_iso,
     run_job,
 )
 

@@ -40,14 +40,14 @@ from retl_assets.emulators.common import (
     emulator_app,
     seconds_header,
 )
-from retl_assets.emulators.hubspot_crm import (
+from retl_assets.emulators.hubspot.search import search
+from retl_assets.emulators.hubspot.store import (
     DEFAULT_UNIQUE_PROPERTIES,
     CrmStore,
     canonical_object,
     error,
     invalid_input,
 )
-from retl_assets.emulators.hubspot_search import search
 
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and "

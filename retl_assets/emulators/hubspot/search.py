@@ -7,7 +7,7 @@ group and 18 in all (the August 2024 changelog said 5 x 10 and 25; the current g
 200; paging with `paging.next.after`; no more than 10,000 results reachable by paging
 (beyond is a 400); a query of at most 3,000 characters; archived records never found. The
 rate limit (5 a second per account) and the missing rate-limit headers are the emulator's
-gate (hubspot.py). Where HubSpot says nothing (the wording of a 400, the order of results
+gate (api.py). Where HubSpot says nothing (the wording of a 400, the order of results
 without `sorts`, how NEQ treats a record without the property), the choice is marked
 "emulator choice".
 
@@ -21,7 +21,7 @@ import re
 from typing import Any
 
 from retl_assets.emulators.common import Reply
-from retl_assets.emulators.hubspot_crm import CrmStore, error, invalid_input
+from retl_assets.emulators.hubspot.store import CrmStore, error, invalid_input
 
 MAX_GROUPS = 5
 MAX_FILTERS_PER_GROUP = 6

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+
 from retl_assets.errors import ModelError, SourceError
 from retl_assets.sources import DuckDBSource, Source
 from retl_assets.state.engine import connect, memory_limit, quote

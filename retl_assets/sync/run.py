@@ -15,10 +15,10 @@ from retl_assets.destinations import Destination, Outcome, Record, Report, Write
 from retl_assets.destinations.delivery import merge
 from retl_assets.mapping import json_sql, plan
 from retl_assets.project import Project
-from retl_assets.state import ledger
 from retl_assets.state.engine import connect
 from retl_assets.state.files import remove, sql_path
 from retl_assets.state.store import DEST_ID, KEYTEXT, MSGID, OP, StateStore
+from retl_assets.sync import ledger
 
 RECORD_BATCH = 10_000
 

@@ -18,7 +18,18 @@ import duckdb
 from retl_assets.state.engine import quote
 from retl_assets.state.files import read_json, remove, sql_path, temp_path
 from retl_assets.state.store import (
-    ATTEMPTS, DEST_ID, ERROR, FP, KEYTEXT, MSGID, OP, PREFIX, SEQ, Head, StateStore, SyncState,
+    ATTEMPTS,
+    DEST_ID,
+    ERROR,
+    FP,
+    KEYTEXT,
+    MSGID,
+    OP,
+    PREFIX,
+    SEQ,
+    Head,
+    StateStore,
+    SyncState,
 )
 
 
@@ -193,7 +204,7 @@ def _commit_ids(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str,
     con.register("gone", pa.table({KEYTEXT: list(gone)}, schema=pa.schema([(KEYTEXT, pa.string())])))
     keep = (f"SELECT * FROM read_parquet({sql_path(old)}) WHERE {KEYTEXT} NOT IN "
             f"(SELECT {KEYTEXT} FROM new_ids UNION ALL SELECT {KEYTEXT} FROM gone)"
-            if old else f"SELECT * FROM new_ids LIMIT 0")
+            if old else "SELECT * FROM new_ids LIMIT 0")
     final = store.sync_dir(sync) / f"ids-{uuid.uuid4().hex}.parquet"
     tmp = temp_path(final)
     con.execute(f"COPY (SELECT * FROM ({keep}) UNION ALL SELECT * FROM new_ids) "

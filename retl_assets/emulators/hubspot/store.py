@@ -1,5 +1,5 @@
 """The in-memory CRM behind the HubSpot emulator: records, unique-value matching, the rules
-of the batch endpoints, associations. No HTTP here: hubspot.py parses requests, holds the
+of the batch endpoints, associations. No HTTP here: api.py parses requests, holds the
 lock and calls in; errors leave as `Refused` carrying HubSpot's error body.
 
 Facts come from docs/vendor-contracts.md section 1; where HubSpot publishes nothing, the
@@ -249,7 +249,7 @@ class CrmStore:
     # -- batch upsert -------------------------------------------------------------------------
 
     def upsert(self, object_type: str, body: Any, faults: Faults, violation: Violation) -> Reply:
-        """Validate the whole batch, then apply it (see hubspot.py's docstring for when one bad
+        """Validate the whole batch, then apply it (see api.py's docstring for when one bad
         input refuses the batch and when it answers 207)."""
         started = now_iso()
         inputs = self._parse_upsert(object_type, body, violation)

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 import httpx
-from pydantic import Field
 
 from retl_assets.destinations.base import (
     Answer,
@@ -46,18 +45,18 @@ from retl_assets.destinations.base import (
     json_body,
     status_answer,
 )
+from retl_assets.destinations.hubspot.config import HubSpotConfig
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.errors import ProjectError
 from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
-from retl_assets.project.schema import MIRROR, DestinationBase, Secret, SyncConfig
+from retl_assets.project.schema import MIRROR, SyncConfig
 from retl_assets.state.engine import quote
 from retl_assets.state.store import DEST_ID
 
 CREATE, UPDATE = "create", "update"  # sync modes: only new records, only existing ones
 BASE_URL = "https://api.hubapi.com"
 ACTIONS = {"hubspot": ("upsert", MIRROR, "archive", CREATE, UPDATE)}
-ASSOCIATES = {"hubspot"}
 MAX_INPUTS = 100
 REQUEST_BYTES = 3 * 1024 * 1024  # HubSpot refuses bodies over a few MB
 DEFAULT_MATCH = {"contacts": "email", "companies": "domain"}
@@ -70,15 +69,6 @@ SEARCH_REACH = 10_000  # results a search can page through; beyond is a 400
 IN_VALUES = 100  # values per IN filter (HubSpot publishes no limit; a batch holds 100)
 SECONDLY_WAIT_S = 1.0  # a 429 of the per-second (search) limit
 CONFLICT_ROUNDS = 3  # create-only: creates answered 409 (a race), looked up and sent again
-
-
-class HubSpotConfig(DestinationBase):
-    access_token: Secret
-    requests_per_10s: int = Field(100, ge=1, le=1000,
-                                  description="100 on Free/Starter, 190 on Pro/Enterprise")
-
-
-CONFIGS = {"hubspot": HubSpotConfig}
 
 
 class HubSpotDestination(JsonApi):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retl_assets.errors import ModelError
+from retl_assets.snapshot.extract import FINGERPRINT, Staged, fingerprint_sql
 from retl_assets.state.engine import connect, quote
 from retl_assets.state.files import remove, sql_path, temp_path, write_json
-from retl_assets.state.snapshots import FINGERPRINT, Staged, fingerprint_sql
 from retl_assets.state.store import FP, OP, SEQ, Head, StateStore
 
 
