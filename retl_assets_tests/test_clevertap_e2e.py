@@ -315,6 +315,7 @@ def test_unprocessed_records_are_matched_by_their_echo_not_their_position(worksp
 
     from retl_assets.destinations import open_destination
     from retl_assets.destinations.base import Record
+    from retl_assets.errors import AuthError, RateLimited, RefusedRequest
 
     project = workspace.project
     w = open_destination(project, "engage").writer("users", project.config.syncs["users"])
@@ -326,13 +327,13 @@ def test_unprocessed_records_are_matched_by_their_echo_not_their_position(worksp
         {"status": "fail", "code": 515, "error": "Email invalid",  # echoed with keys reordered
          "record": {"profileData": {"Email": "e1"}, "identity": "u1", "type": "profile"}}]}
     answer = w.read(httpx.Response(200, json=body), "profile", sent)
-    assert (answer.kind, answer.rejected) == ("ok", {3: "515: Email invalid",
-                                                     1: "515: Email invalid"})
+    assert answer.rejected == {3: "515: Email invalid", 1: "515: Email invalid"}
     stranger = {"status": "partial", "processed": 3, "unprocessed": [
         {"status": "fail", "code": 555, "error": "?", "record": {"identity": "zz"}}]}
-    assert w.read(httpx.Response(200, json=stranger), "profile", sent).kind == "refused"
-    assert w.read(httpx.Response(429, json={}), "profile", sent).kind == "retry"
-    assert w.read(httpx.Response(401, json={}), "profile", sent).kind == "auth"
+    for status, body, error in ((200, stranger, RefusedRequest), (429, {}, RateLimited),
+                                (401, {}, AuthError)):
+        with pytest.raises(error):
+            w.read(httpx.Response(status, json=body), "profile", sent)
     ok = w.read(httpx.Response(200, json={"status": "success", "processed": 4}), "profile",
                 sent)
     assert ok.ids == {i: f"u{i}" for i in range(4)}  # what a mirror's delete names
@@ -341,6 +342,7 @@ def test_unprocessed_records_are_matched_by_their_echo_not_their_position(worksp
 def test_a_delete_answer_is_read_as_a_whole_or_per_identity(workspace, clevertap):
     from retl_assets.destinations import open_destination
     from retl_assets.destinations.base import Record
+    from retl_assets.errors import AuthError, RateLimited, RefusedRequest
 
     project = workspace.project
     w = open_destination(project, "engage").writer("users", project.config.syncs["users"])
@@ -350,13 +352,13 @@ def test_a_delete_answer_is_read_as_a_whole_or_per_identity(workspace, clevertap
     assert (request.method, request.url.path) == ("POST", "/1/delete/profiles.json")
     assert json.loads(request.content) == {"identity": ["u0", "u1", "u2"]}
     assert request.headers["X-CleverTap-Passcode"] == PASSCODE
-    assert w.read(httpx.Response(200, json={"status": "success"}), "delete", sent).kind == "ok"
+    assert w.read(httpx.Response(200, json={"status": "success"}), "delete", sent).rejected == {}
     some = {"status": "partial", "unprocessed": [
         {"status": "fail", "code": 555, "error": "busy", "identity": "u1"}]}
     assert w.read(httpx.Response(200, json=some), "delete", sent).rejected == {1: "555: busy"}
     whole = {"status": "fail", "error": "Bad Request"}
-    assert w.read(httpx.Response(200, json=whole), "delete", sent).kind == "refused"
-    assert w.read(httpx.Response(400, json=whole), "delete", sent).kind == "refused"
-    assert w.read(httpx.Response(429, json={}), "delete", sent).kind == "retry"
-    assert w.read(httpx.Response(401, json={}), "delete", sent).kind == "auth"
-    assert w.read(httpx.Response(403, json={}), "delete", sent).kind == "auth"
+    for status, body, error in ((200, whole, RefusedRequest), (400, whole, RefusedRequest),
+                                (429, {}, RateLimited), (401, {}, AuthError),
+                                (403, {}, AuthError)):
+        with pytest.raises(error):
+            w.read(httpx.Response(status, json=body), "delete", sent)

@@ -6,9 +6,17 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
-from retl_assets.destinations.base import Answer, Capabilities, Record, status_answer
+from retl_assets.destinations.base import Answer, Capabilities, Record, raise_for_status
 from retl_assets.destinations.delivery import RateLimiter, cut, deliver
+from retl_assets.errors import (
+    AuthError,
+    QuotaSpent,
+    RefusedRequest,
+    RetryableAnswer,
+    SetupError,
+)
 
 
 class FakeWriter:
@@ -26,7 +34,8 @@ class FakeWriter:
                                     json=[r.payload for r in records])
 
     def read(self, response, operation, records):
-        return status_answer(response) or Answer("ok")
+        raise_for_status(response)
+        return Answer()
 
 
 def records(n: int, operation: str = "upsert") -> list[Record]:
@@ -141,8 +150,8 @@ def test_429_waits_for_retry_after_and_is_not_a_failure():
     class Honouring(FakeWriter):
         def read(self, response, operation, records):
             from retl_assets.destinations.retry import parse_retry_after
-            return status_answer(response, parse_retry_after(
-                response.headers.get("Retry-After"))) or Answer("ok")
+            raise_for_status(response, parse_retry_after(response.headers.get("Retry-After")))
+            return Answer()
 
     report = deliver(Honouring(caps), records(5), lambda o: None,
                      transport=httpx.MockTransport(handler))
@@ -171,7 +180,7 @@ def test_records_the_vendor_asks_for_again_are_resent_alone_until_they_land():
 
     class Locked(FakeWriter):
         def read(self, response, operation, records):
-            answer = Answer("ok")
+            answer = Answer()
             for i, r in enumerate(records):
                 tries[r.key] = tries.get(r.key, 0) + 1
                 if r.key in ("k2", "k5") and tries[r.key] < 3:
@@ -201,14 +210,16 @@ def test_a_spent_quota_stops_sending_and_keeps_everything_owed():
 
     class Quota(FakeWriter):
         def read(self, response, operation, records):
-            return Answer("stop", error="quota spent")
+            raise QuotaSpent("quota spent")
 
     caps = Capabilities(records_per_request=2, bytes_per_request=10_000, bytes_per_record=100,
                         max_concurrency=1)
-    report = deliver(Quota(caps), records(10), lambda o: None,
+    seen = []
+    report = deliver(Quota(caps), records(10), seen.extend,
                      transport=httpx.MockTransport(handler))
     assert report.unsent == 10 and report.delivered == 0
     assert len(calls) == 1  # nothing more was sent after the vendor said stop
+    assert all(o.status == "unsent" and o.error == "stopped: quota spent" for o in seen)
 
 
 def test_rate_limiter_holds_a_slot_until_the_answer_is_in():
@@ -231,10 +242,6 @@ def test_rate_limiter_holds_a_slot_until_the_answer_is_in():
 
 
 def test_a_refused_key_never_hangs_whatever_the_number_of_batches():
-    import pytest
-
-    from retl_assets.errors import AuthError
-
     async def handler(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.05)  # the 401s come back after every batch is queued
         return httpx.Response(401)
@@ -256,11 +263,10 @@ def test_a_job_sends_several_requests_for_one_batch_and_is_held_to_its_answer():
         jobs = frozenset({"upsert"})
 
         async def job(self, call, operation, batch):
-            found = await call("lookup", lambda c: c.build_request("GET", "http://vendor/find"),
-                               lambda response: status_answer(response) or Answer("ok"))
-            assert found.kind == "ok"
+            await call("lookup", lambda c: c.build_request("GET", "http://vendor/find"),
+                       lambda response: raise_for_status(response) or Answer())
             return await call(operation, lambda c: self.request(c, operation, batch),
-                              lambda response: Answer("ok", ids={0: "a", 1: "b"}))
+                              lambda response: Answer(ids={0: "a", 1: "b"}))
 
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request.url.path)
@@ -277,3 +283,132 @@ def test_a_job_sends_several_requests_for_one_batch_and_is_held_to_its_answer():
     assert {o.record.key: (o.status, o.dest_id) for o in seen} == {
         "k0": ("delivered", "a"), "k1": ("delivered", "b"), "k2": ("unconfirmed", None)}
     assert report.retries == 1
+
+
+# -- each error class leads to its decision ------------------------------------------------
+
+
+class Raising(FakeWriter):
+    """A writer whose read() raises `error(records)` while `failing(records)` holds."""
+
+    def __init__(self, caps: Capabilities, error, failing=lambda records: True):
+        super().__init__(caps)
+        self.error, self.failing = error, failing
+
+    def read(self, response, operation, records):
+        if self.failing(records):
+            raise self.error(records)
+        return Answer()
+
+
+def one_batch(n: int = 4, **kw) -> Capabilities:
+    return Capabilities(records_per_request=n, bytes_per_request=10_000, bytes_per_record=100,
+                        max_concurrency=1, **kw)
+
+
+def answered(writer, n: int = 4, **kw):
+    seen = []
+    report = deliver(writer, records(n), seen.extend,
+                     transport=httpx.MockTransport(lambda r: httpx.Response(200)), **kw)
+    return report, {o.record.key: o for o in seen}
+
+
+def test_a_retryable_answer_is_sent_again_then_given_up_with_the_records_owed(monkeypatch):
+    monkeypatch.setattr("retl_assets.destinations.delivery.backoff", lambda attempt: 0.0)
+    writer = Raising(one_batch(), lambda records: RetryableAnswer("HTTP 503: busy",
+                                                                   status=503))
+    report, got = answered(writer, max_retries=2)
+    assert len(writer.seen) == 3 and report.retries == 2  # sent, then twice more
+    assert {o.status for o in got.values()} == {"unsent"} and report.unsent == 4
+    assert got["k0"].error == "gave up after 3 attempts: HTTP 503: busy"
+
+
+def test_a_retryable_answer_that_passes_is_delivered(monkeypatch):
+    monkeypatch.setattr("retl_assets.destinations.delivery.backoff", lambda attempt: 0.0)
+    writer = Raising(one_batch(), lambda records: RetryableAnswer("answer not understood"),
+                     failing=lambda records: len(writer.seen) < 2)
+    report, _ = answered(writer)
+    assert (report.delivered, report.retries, len(writer.seen)) == (4, 1, 2)
+
+
+def test_a_refused_request_is_split_until_the_refused_record_stands_alone():
+    writer = Raising(one_batch(), lambda records: RefusedRequest("bad k2", status=400),
+                     failing=lambda records: any(r.key == "k2" for r in records))
+    report, got = answered(writer)
+    assert [n for _, _, n in writer.seen] == [4, 2, 2, 1, 1]  # halved around k2
+    assert {k: o.status for k, o in got.items()} == {
+        "k0": "delivered", "k1": "delivered", "k2": "rejected", "k3": "delivered"}
+    assert got["k2"].error == "bad k2" and report.splits == 2
+
+
+def test_a_spent_quota_stops_every_later_request_with_its_rows_owed():
+    # Jobs and follow-ups go through the same exchange: once the vendor says stop, a job's
+    # next step is not sent either.
+    calls = []
+
+    class Job(FakeWriter):
+        jobs = frozenset({"upsert"})
+
+        async def job(self, call, operation, batch):
+            await call("lookup", lambda c: c.build_request("GET", "http://vendor/find"),
+                       lambda response: Answer())
+            return await call(operation, lambda c: self.request(c, operation, batch),
+                              self.spent)
+
+        def spent(self, response):
+            raise QuotaSpent("daily limit reached")
+
+    def handler(request):
+        calls.append(request.url.path)
+        return httpx.Response(200)
+
+    seen = []
+    report = deliver(Job(one_batch(2)), records(6), seen.extend,
+                     transport=httpx.MockTransport(handler))
+    assert calls == ["/find", "/upsert"]  # the later batches' lookups were never sent
+    assert (report.unsent, report.delivered) == (6, 0)
+    assert {o.error for o in seen} == {"stopped: daily limit reached"}
+
+
+def test_an_auth_error_raises_out_of_deliver_naming_the_destination():
+    writer = Raising(one_batch(), lambda records: AuthError("HTTP 401: bad token"))
+    with pytest.raises(AuthError, match="^destination 'fake' refused the credentials: "
+                                        "HTTP 401: bad token$"):
+        answered(writer)
+    assert len(writer.seen) == 1  # never retried
+
+
+def test_a_setup_error_raises_out_of_deliver_naming_the_destination():
+    writer = Raising(one_batch(), lambda records: SetupError("no such object Contakt"))
+    with pytest.raises(SetupError, match="^destination 'fake' refused the sync's setup: "
+                                         "no such object Contakt$"):
+        answered(writer)
+    assert len(writer.seen) == 1
+
+
+def test_request_errors_keep_their_data_across_pickling():
+    import pickle
+
+    from retl_assets.errors import RateLimited
+
+    again = pickle.loads(pickle.dumps(RateLimited("HTTP 429", status=429, retry_after=2.5)))
+    assert (type(again), str(again), again.status, again.retry_after) == (
+        RateLimited, "HTTP 429", 429, 2.5)
+    assert isinstance(again, RetryableAnswer) and again.transient
+
+
+def test_raise_for_status_says_what_each_status_means():
+    from retl_assets.errors import RateLimited
+
+    def raised(status: int):
+        try:
+            raise_for_status(httpx.Response(status, text="why"), retry_after=3.0)
+        except Exception as e:  # noqa: BLE001 - the class is what is checked
+            return type(e), getattr(e, "retry_after", None)
+        return None
+
+    assert raised(200) is None and raised(204) is None
+    assert raised(401) == raised(403) == (AuthError, None)
+    assert raised(429) == (RateLimited, 3.0)
+    assert {raised(s) for s in (400, 404, 409, 413, 422)} == {(RefusedRequest, None)}
+    assert {raised(s) for s in (408, 500, 502, 503)} == {(RetryableAnswer, None)}

@@ -231,18 +231,24 @@ def test_failed_records_are_found_by_either_spelling_of_the_insert_id(workspace,
         {"index": 0, "insert_id": "id2", "field": "properties.time", "message": "bad time"},
         {"index": 1, "$insert_id": "id1", "field": "event", "message": "bad name"}]}
     answer = w.read(httpx.Response(400, json=body), "import", sent)
-    assert answer.kind == "ok"
     assert answer.rejected == {2: "properties.time: bad time", 1: "event: bad name"}
 
 
 def test_engage_zero_refuses_the_batch_and_429_backs_off_exponentially(workspace, mixpanel):
     w = writer(workspace, "people")
     sent = records(w, [{"$distinct_id": "a", "$set": {}}])
-    refused = w.read(httpx.Response(200, json={"status": 0, "error": "bad $set"}), "set", sent)
-    assert (refused.kind, refused.error) == ("refused", "/engage: bad $set")
-    token = w.read(httpx.Response(200, json={"status": 0, "error": "Invalid token"}), "set", sent)
-    assert token.kind == "auth"
-    waits = [w.read(httpx.Response(429, json={}), "import", sent).retry_after for _ in range(6)]
+    from retl_assets.errors import AuthError, RateLimited, RefusedRequest
+
+    def wait(response: httpx.Response) -> float:
+        with pytest.raises(RateLimited) as limited:
+            w.read(response, "import", sent)
+        return limited.value.retry_after
+
+    with pytest.raises(RefusedRequest, match="^/engage: bad \\$set$"):
+        w.read(httpx.Response(200, json={"status": 0, "error": "bad $set"}), "set", sent)
+    with pytest.raises(AuthError):
+        w.read(httpx.Response(200, json={"status": 0, "error": "Invalid token"}), "set", sent)
+    waits = [wait(httpx.Response(429, json={})) for _ in range(6)]
     assert 3 <= waits[0] <= 7 and 9 <= waits[2] <= 13 and 61 <= waits[5] <= 65
-    assert w.read(httpx.Response(200, json={"code": 200}), "import", sent).kind == "ok"
-    assert 3 <= w.read(httpx.Response(429), "import", sent).retry_after <= 7  # reset
+    assert w.read(httpx.Response(200, json={"code": 200}), "import", sent).rejected == {}
+    assert 3 <= wait(httpx.Response(429)) <= 7  # reset

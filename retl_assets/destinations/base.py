@@ -14,6 +14,13 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from retl_assets.errors import (
+    AuthError,
+    ProjectError,
+    RateLimited,
+    RefusedRequest,
+    RetryableAnswer,
+)
 from retl_assets.mapping import Rules, Tree
 
 # What a vendor documents its success answer to mean; the engine holds every writer to it.
@@ -86,14 +93,14 @@ class Record:
 
 @dataclass
 class Answer:
-    """How one request went, in terms the engine acts on."""
+    """What a success answer says of each record of the batch, indexed like it. An answer that
+    is not a success is never an Answer: `read()` raises it (errors.RequestError, AuthError,
+    SetupError), and the engine decides by its class."""
 
-    # stop: the vendor's quota for the day (or org) is spent; nothing more is sent this run
-    # setup: the sync's object, field or workspace does not exist there; the run fails
-    kind: Literal["ok", "retry", "refused", "auth", "stop", "setup"]
-    error: str | None = None
-    retry_after: float | None = None  # seconds, from the vendor
     rejected: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor error
+    # index in batch -> the vendor's own code for that rejection (HubSpot's category), kept
+    # as data for a writer that acts on it (e.g. an update whose record is gone)
+    codes: dict[int, str] = field(default_factory=dict)
     ids: dict[int, str] = field(default_factory=dict)  # index in batch -> vendor's id
     # index in batch -> a passing error: the vendor took the rest, send these again
     again: dict[int, str] = field(default_factory=dict)
@@ -107,9 +114,11 @@ class Answer:
     text: str = ""  # the answer's own text (its start), for records it did not confirm
 
 
-# The engine's way to send one more request for a writer (a follow-up): (operation, build the
-# request on the engine's client, read its answer) -> the final answer, after the limiters,
-# retries and Retry-After that every request gets.
+# The engine's way to send one more request for a writer (a job's step, a follow-up):
+# (operation, build the request on the engine's client, read its answer) -> the success
+# answer, after the limiters, retries and Retry-After that every request gets. A request
+# that does not succeed raises its errors.RequestError (retries spent, refused, quota spent);
+# AuthError and SetupError raise too, naming the destination.
 Exchange = Callable[[str, Callable[[httpx.AsyncClient], httpx.Request],
                      Callable[[httpx.Response], "Answer"]], Awaitable["Answer"]]
 
@@ -145,17 +154,22 @@ class Writer(Protocol):
         ...
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
+        """The success answer's per-record results; raises what any other answer means
+        (see errors.py: RetryableAnswer, RateLimited, RefusedRequest, QuotaSpent, AuthError,
+        SetupError)."""
         ...
 
     # Optional, for vendors that need them:
     #   route(operation, dest_id) -> operation: send this record by another endpoint (e.g.
     #       update by the vendor's id once retl knows it);
     #   async follow_up(call: Exchange, operation, records, answer): more requests a delivered
-    #       batch needs (e.g. associations), which may add to answer.rejected / answer.ids;
+    #       batch needs (e.g. associations), which may add to answer.rejected / answer.ids; a
+    #       follow-up that does not succeed (a RequestError) rejects the records it was for;
     #   jobs: set of operations whose batches take several requests (a search, then updates
     #       and creates; a bulk job), with async job(call: Exchange, operation, records) ->
     #       Answer for the whole batch, its requests sent through `call` (a job's batch size
-    #       can be its own: Capabilities.operation_size);
+    #       can be its own: Capabilities.operation_size); a RequestError it raises is decided
+    #       for the whole batch as for one request (RefusedRequest splits it);
     #   bulk_threshold: int | None, with bulk_operation(operation) -> operation: a run with
     #       more records of one operation than the threshold sends them all by its bulk form
     #       (one of `jobs`; rules, payload, needs_dest_id and invalid_sql take it too);
@@ -221,27 +235,28 @@ def first_problem(checks: list[tuple[str, str]]) -> str:
     return f"CASE {whens} ELSE NULL END"
 
 
-def status_answer(response: httpx.Response, retry_after: float | None = None) -> Answer | None:
-    """The answer every HTTP API shares for a non-2xx status; None for 2xx."""
+def raise_for_status(response: httpx.Response, retry_after: float | None = None,
+                     reason: str | None = None) -> None:
+    """Raise what a non-2xx status means, as every HTTP API shares it; nothing for 2xx.
+    `retry_after`: the wait a 429 asks for; `reason`: the vendor's error in its own words
+    (default: the status and the body's start)."""
     status = response.status_code
     if 200 <= status < 300:
-        return None
-    error = f"HTTP {status}: {response.text[:300]}"
+        return
+    error = reason or f"HTTP {status}: {response.text[:300]}"
     if status in (401, 403):
-        return Answer("auth", error=error)
+        raise AuthError(error)
     if status == 429:
-        return Answer("retry", error=error, retry_after=retry_after)
+        raise RateLimited(error, status=status, retry_after=retry_after)
     if status in (400, 404, 409, 413, 422):
-        return Answer("refused", error=error)
-    return Answer("retry", error=error)
+        raise RefusedRequest(error, status=status)
+    raise RetryableAnswer(error, status=status)
 
 
 def one_identifier(sync_name: str, sync, vendor: str, allowed: tuple[str, ...] | frozenset[str],
                    example: str) -> tuple[str, str]:
     """The sync's single `match` entry (vendor identifier, model column) for a vendor that
     syncs users only; a clear error naming the field otherwise."""
-    from retl_assets.errors import ProjectError
-
     if sync.object not in (None, "users"):
         raise ProjectError(f"syncs.{sync_name}.object: {vendor} syncs users; leave object "
                            f"out or set it to users")

@@ -3,8 +3,10 @@
 Records arrive as a stream; they are cut into requests by count and bytes, sent by a few
 workers under the destination's concurrency and rate limits, and every record ends in one
 outcome: delivered (the vendor's answer accounts for it), rejected (the vendor refused it),
-unsent (retries ran out) or unconfirmed (the answer left it out: it stays owed). Auth
-failures, a setup the vendor refuses and a dead endpoint stop the whole delivery at once.
+unsent (retries ran out, or the vendor's quota is spent) or unconfirmed (the answer left it
+out: it stays owed). What a failed request leads to is its error's class (errors.py): wait
+and resend, split, stop sending; auth failures, a setup the vendor refuses and a dead
+endpoint stop the whole delivery at once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ import httpx
 
 from retl_assets.destinations.base import UNCONFIRMED, Answer, Capabilities, Record, Writer
 from retl_assets.destinations.retry import backoff, rate_limit_wait
-from retl_assets.errors import AuthError, SetupError, UnreachableError
+from retl_assets.errors import (
+    AuthError,
+    QuotaSpent,
+    RateLimited,
+    RefusedRequest,
+    RetryableAnswer,
+    SetupError,
+    UnreachableError,
+)
 
 MAX_RATE_LIMIT_WAIT_S = 900.0  # waiting out 429s is normal; only this much in total
 
@@ -114,126 +124,159 @@ def cut(records: Iterable[Record], caps: Capabilities,
             yield batch
 
 
+class _Delivery:
+    """One delivery's client, limiters and report. `exchange` takes one request to its success
+    answer or its error; `send` one batch to its records' outcomes, deciding by the error's
+    class what becomes of them (errors.py draws the tree)."""
+
+    def __init__(self, dest: Writer, client: httpx.AsyncClient, report: Report,
+                 max_retries: int):
+        caps = dest.capabilities
+        self.dest, self.caps, self.client, self.report = dest, caps, client, report
+        self.max_retries = max_retries
+        self.limiter = RateLimiter(*caps.rate_limit) if caps.rate_limit else None
+        self.per_op = {op: RateLimiter(*limit) for op, limit in caps.operation_limits.items()}
+        self.byte_limiter = RateLimiter(*caps.byte_rate) if caps.byte_rate else None
+        self.in_flight = {op: asyncio.Semaphore(n)
+                          for op, n in caps.operation_concurrency.items()}
+        self.follow_up = getattr(dest, "follow_up", None)
+        self.jobs = getattr(dest, "jobs", frozenset())
+        self.stopped: str | None = None  # why, once the vendor said its quota is spent
+
+    async def exchange(self, op: str, build: Callable[[httpx.AsyncClient], httpx.Request],
+                       read: Callable[[httpx.Response], Answer]) -> Answer:
+        """One request until it has a success answer. RateLimited waits as the vendor asks
+        (up to MAX_RATE_LIMIT_WAIT_S in all), RetryableAnswer and connection errors back off
+        (up to max_retries); then the request's error is raised, as a refusal or a spent
+        quota are at once. Auth and setup refusals raise naming the destination."""
+        tries, waited, limited = 0, 0.0, 0
+        while True:
+            if self.stopped is not None:
+                raise QuotaSpent(self.stopped)
+            try:
+                response = await self._post(op, build)
+            except httpx.TransportError as e:
+                if tries >= self.max_retries:
+                    raise UnreachableError(
+                        f"destination {self.dest.destination!r} could not be reached after "
+                        f"{tries + 1} attempts: {type(e).__name__}: {e}") from None
+                tries += 1
+                await self._back_off(tries)
+                continue
+            try:
+                answer = read(response)
+            except RateLimited as e:
+                self.report.rate_limited += 1
+                # No Retry-After: the vendor's documented window, longer each time in a row
+                # (someone else may share the quota), with jitter.
+                delay = e.retry_after if e.retry_after is not None else rate_limit_wait(
+                    self.caps.default_retry_after_s, limited)
+                limited += 1
+                waited += delay
+                if waited <= MAX_RATE_LIMIT_WAIT_S:
+                    await asyncio.sleep(delay)
+                    continue
+                failure: RetryableAnswer = e  # waited enough: from now on it counts as a try
+            except RetryableAnswer as e:
+                failure = e
+            except QuotaSpent as e:
+                self.stopped = f"stopped: {e}"
+                raise QuotaSpent(self.stopped, status=e.status) from None
+            except (AuthError, SetupError) as e:
+                raise e.naming(self.dest.destination) from None
+            else:
+                answer.text = answer.text or response.text[:300]
+                return answer
+            if tries >= self.max_retries:
+                raise RetryableAnswer(f"gave up after {tries + 1} attempts: {failure}",
+                                      status=failure.status) from None
+            tries += 1
+            await self._back_off(tries)
+
+    async def _post(self, op: str,
+                    build: Callable[[httpx.AsyncClient], httpx.Request]) -> httpx.Response:
+        """Send one request under the limiters, holding each slot until the answer is in."""
+        held: list[tuple[RateLimiter, int]] = []
+        try:
+            for limiter in (self.limiter, self.per_op.get(op)):
+                if limiter is not None:
+                    await limiter.wait()
+                    held.append((limiter, 1))
+            request = build(self.client)
+            if self.byte_limiter is not None:
+                await self.byte_limiter.wait(len(request.content))
+                held.append((self.byte_limiter, len(request.content)))
+            self.report.requests += 1
+            async with self.in_flight.get(op) or nullcontext():
+                return await self.client.send(request)
+        finally:
+            for limiter, weight in held:
+                limiter.release(weight)
+
+    async def _back_off(self, tries: int) -> None:
+        self.report.retries += 1
+        await asyncio.sleep(backoff(tries))
+
+    async def send(self, batch: list[Record], tries: int = 0) -> list[Outcome]:
+        """One batch to an outcome for each of its records."""
+        op = batch[0].operation
+        try:
+            answer = await self._answer(op, batch)
+        except RefusedRequest as refused:
+            return await self._split(batch, refused, tries)
+        except (RetryableAnswer, QuotaSpent) as e:
+            # Retries ran out, or nothing more may be sent this run: the batch stays owed.
+            return [Outcome(r, "unsent", str(e)) for r in batch]
+        if self.follow_up is not None:
+            # Requests the delivered records still need (e.g. associations); they may
+            # reject records the first request took.
+            await self.follow_up(self.exchange, op, batch, answer)
+        outcomes = accounted(batch, answer, self.caps.answer_for(op))
+        return outcomes + await self._again(batch, answer, tries)
+
+    async def _answer(self, op: str, batch: list[Record]) -> Answer:
+        if op in self.jobs:
+            # Several requests carry this batch (a lookup then writes, a bulk job): the
+            # writer drives them through `exchange` and answers for the whole batch.
+            return await self.dest.job(self.exchange, op, batch)
+        return await self.exchange(op, lambda client: self.dest.request(client, op, batch),
+                                   lambda response: self.dest.read(response, op, batch))
+
+    async def _split(self, batch: list[Record], refused: RefusedRequest,
+                     tries: int) -> list[Outcome]:
+        if len(batch) == 1:
+            return [Outcome(batch[0], "rejected", str(refused))]
+        # One bad record refuses the whole batch: halve until it is isolated.
+        self.report.splits += 1
+        mid = len(batch) // 2
+        return await self.send(batch[:mid], tries) + await self.send(batch[mid:], tries)
+
+    async def _again(self, batch: list[Record], answer: Answer, tries: int) -> list[Outcome]:
+        """The records the vendor asked for again (a locked row), resent alone."""
+        again = [r for i, r in enumerate(batch) if i in answer.again]
+        if not again:
+            return []
+        if tries < self.max_retries:
+            await self._back_off(tries + 1)
+            return await self.send(again, tries + 1)
+        return [Outcome(r, "unsent", f"gave up after {tries + 1} attempts: {answer.again[i]}")
+                for i, r in enumerate(batch) if i in answer.again]
+
+
 async def _deliver(dest: Writer, records: Iterable[Record],
                    on_outcomes: Callable[[list[Outcome]], None], report: Report,
                    max_retries: int, timeout_s: float,
                    transport: httpx.AsyncBaseTransport | None) -> None:
     caps = dest.capabilities
-    limiter = RateLimiter(*caps.rate_limit) if caps.rate_limit else None
-    per_op = {op: RateLimiter(*limit) for op, limit in caps.operation_limits.items()}
-    in_flight = {op: asyncio.Semaphore(n) for op, n in caps.operation_concurrency.items()}
-    byte_limiter = RateLimiter(*caps.byte_rate) if caps.byte_rate else None
     queue: asyncio.Queue[list[Record] | None] = asyncio.Queue(maxsize=caps.max_concurrency * 2)
     limits = httpx.Limits(max_connections=caps.max_concurrency,
                           max_keepalive_connections=caps.max_concurrency)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits, transport=transport) as client:
-
-        stopped: list[str] = []  # set once the vendor says its quota is spent
-        follow_up = getattr(dest, "follow_up", None)
-        jobs = getattr(dest, "jobs", frozenset())
-
-        async def exchange(op: str, build: Callable[[httpx.AsyncClient], httpx.Request],
-                           read: Callable[[httpx.Response], Answer]) -> Answer:
-            """One request until it has a final answer: under the limiters, retried on
-            429, 5xx and connection errors. Auth failures and a dead endpoint raise; a spent
-            quota (stop) or retries run out come back as kind stop / retry."""
-            attempt, waited, limited = 0, 0.0, 0
-            while True:
-                if stopped:
-                    return Answer("stop", error=stopped[0])
-                held = [(x, 1) for x in (limiter, per_op.get(op)) if x is not None]
-                for x, weight in held:
-                    await x.wait(weight)
-                request = build(client)
-                if byte_limiter is not None:
-                    held.append((byte_limiter, len(request.content)))
-                    await byte_limiter.wait(len(request.content))
-                report.requests += 1
-                try:
-                    async with in_flight.get(op) or nullcontext():
-                        response = await client.send(request)
-                except httpx.TransportError as e:
-                    if attempt >= max_retries:
-                        raise UnreachableError(
-                            f"destination {dest.destination!r} could not be reached after "
-                            f"{attempt + 1} attempts: {type(e).__name__}: {e}") from None
-                    attempt += 1
-                    report.retries += 1
-                    await asyncio.sleep(backoff(attempt))
-                    continue
-                finally:
-                    for x, weight in held:
-                        x.release(weight)
-                answer = read(response)
-                answer.text = answer.text or response.text[:300]
-                if answer.kind in ("ok", "refused"):
-                    return answer
-                if answer.kind == "stop":
-                    stopped.append(f"stopped: {answer.error}")
-                    continue
-                if answer.kind == "auth":
-                    raise AuthError(f"destination {dest.destination!r} refused the credentials: "
-                                    f"{answer.error}")
-                if answer.kind == "setup":
-                    raise SetupError(f"destination {dest.destination!r} refused the sync's "
-                                     f"setup: {answer.error}")
-                if answer.retry_after is not None or response.status_code == 429:
-                    report.rate_limited += 1
-                    delay = answer.retry_after
-                    if delay is None:
-                        # No Retry-After: the vendor's documented window, longer each time
-                        # in a row (someone else may share the quota), with jitter.
-                        delay = rate_limit_wait(caps.default_retry_after_s, limited)
-                    limited += 1
-                    waited += delay
-                    if waited <= MAX_RATE_LIMIT_WAIT_S:
-                        await asyncio.sleep(delay)
-                        continue
-                if attempt >= max_retries:
-                    return Answer("retry", error=f"gave up after {attempt + 1} attempts: "
-                                                 f"{answer.error}")
-                attempt += 1
-                report.retries += 1
-                await asyncio.sleep(backoff(attempt))
-
-        async def send(batch: list[Record], tries: int = 0) -> list[Outcome]:
-            op = batch[0].operation
-            if op in jobs:
-                # Several requests carry this batch (a lookup then writes, a bulk job): the
-                # writer drives them through `exchange` and answers for the whole batch.
-                answer = await dest.job(exchange, op, batch)
-            else:
-                answer = await exchange(op, lambda c: dest.request(c, op, batch),
-                                        lambda response: dest.read(response, op, batch))
-            if answer.kind == "refused":
-                if len(batch) == 1:
-                    return [Outcome(batch[0], "rejected", answer.error)]
-                # One bad record refuses the whole batch: halve until it is isolated.
-                report.splits += 1
-                mid = len(batch) // 2
-                return await send(batch[:mid], tries) + await send(batch[mid:], tries)
-            if answer.kind != "ok":
-                return [Outcome(r, "unsent", answer.error) for r in batch]
-            if follow_up is not None:
-                # Requests the delivered records still need (e.g. associations); they may
-                # reject records the first request took.
-                await follow_up(exchange, op, batch, answer)
-            outcomes = accounted(batch, answer, caps.answer_for(op))
-            again = [r for i, r in enumerate(batch) if i in answer.again]
-            if again and tries < max_retries:
-                # The vendor asked for these records again (a locked row): resend them alone.
-                report.retries += 1
-                await asyncio.sleep(backoff(tries + 1))
-                outcomes += await send(again, tries + 1)
-            elif again:
-                outcomes += [Outcome(r, "unsent", f"gave up after {tries + 1} attempts: "
-                                     f"{answer.again[i]}")
-                             for i, r in enumerate(batch) if i in answer.again]
-            return outcomes
+        delivery = _Delivery(dest, client, report, max_retries)
 
         async def worker() -> None:
             while (batch := await queue.get()) is not None:
-                outcomes = await send(batch)
+                outcomes = await delivery.send(batch)
                 count(report, outcomes)
                 on_outcomes(outcomes)
 

@@ -167,6 +167,8 @@ def test_retl_reads_a_strict_mode_refusal_as_an_auth_error(customerio) -> None:
     dest = SegmentDestination("cio", "customerio", "not-the-key", base_url=url)
     with httpx.Client(timeout=5) as http:
         response = http.send(dest.check_request(http))
-    answer = SegmentWriter(dest, sync=None).read(response, "identify", [])  # read needs no sync
-    assert answer.kind == "auth"
-    assert answer.error == "HTTP 401 unauthorized: invalid or missing write key"
+    from retl_assets.errors import AuthError
+
+    with pytest.raises(AuthError) as refused:
+        SegmentWriter(dest, sync=None).read(response, "identify", [])  # read needs no sync
+    assert str(refused.value) == "HTTP 401 unauthorized: invalid or missing write key"

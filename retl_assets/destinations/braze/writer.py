@@ -35,11 +35,11 @@ from retl_assets.destinations.base import (
     json_batch,
     json_body,
     one_identifier,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.braze.config import BrazeConfig
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.errors import ProjectError
+from retl_assets.errors import AuthError, ProjectError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
@@ -182,15 +182,15 @@ class BrazeWriter:
         status = response.status_code
         if status == 404:
             # Braze answers 404 for a REST key it does not know.
-            return Answer("auth", error=f"HTTP 404 (unknown REST API key): {response.text[:200]}")
+            raise AuthError(f"HTTP 404 (unknown REST API key): {response.text[:200]}")
         if status == 400 and operation != "delete":
             named = _item_errors(json_body(response), ARRAYS[operation], len(records))
             if len(named.rejected) == len(records):
                 # No object was valid, and Braze names each: reject them here, one request.
                 return named
-        failed = status_answer(response, _wait(response) if status == 429 else None)
-        if failed or operation == "delete":
-            return failed or Answer("ok")
+        raise_for_status(response, _wait(response) if status == 429 else None)
+        if operation == "delete":
+            return Answer()
         # 202 {"message": "queued"} during maintenance: accepted, processed later.
         return _item_errors(json_body(response), ARRAYS[operation], len(records))
 
@@ -209,7 +209,7 @@ def _check_update(sync_name: str, sync: SyncConfig) -> None:
 def _item_errors(body: dict, array: str, n: int) -> Answer:
     """`errors: [{type, input_array, index}]`: index in the batch -> why Braze refused it;
     an error naming no object of the batch is kept as unplaced."""
-    answer = Answer("ok")
+    answer = Answer()
     for error in body.get("errors") or []:
         message = str(error.get("type") if isinstance(error, dict) else error) \
             or "refused by Braze"

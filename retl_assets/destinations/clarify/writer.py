@@ -38,11 +38,11 @@ from retl_assets.destinations.base import (
     JsonApi,
     Record,
     json_batch,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.clarify.config import ClarifyConfig
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.errors import ProjectError
+from retl_assets.errors import ProjectError, SetupError
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
@@ -152,18 +152,15 @@ class ClarifyWriter:
         status = response.status_code
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if operation == "delete":
-            if status == 404:
-                return Answer("ok")  # already gone: what a delete wants
-            return status_answer(response, retry_after) or Answer("ok")
+            if status != 404:  # 404: already gone, what a delete wants
+                raise_for_status(response, retry_after)
+            return Answer()
         if status == 404:
             # Every record would be refused alike: a wrong workspace or object stops the run.
-            return Answer("setup", error=f"HTTP 404 {_errors(response)} (check the "
-                                         f"destination's workspace and the sync's object)")
-        failed = status_answer(response, retry_after)
-        if failed:
-            if failed.kind == "refused":
-                failed.error = f"HTTP {status}: {_errors(response)}"
-            return failed
+            raise SetupError(f"HTTP 404 {_errors(response)} (check the destination's "
+                             f"workspace and the sync's object)")
+        if not response.is_success:
+            raise_for_status(response, retry_after, f"HTTP {status}: {_errors(response)}")
         return self._ids(response, records)
 
     def _ids(self, response: httpx.Response, records: list[Record]) -> Answer:
@@ -172,7 +169,7 @@ class ClarifyWriter:
             data = response.json().get("data")
         except (ValueError, AttributeError):
             data = None
-        answer = Answer("ok")
+        answer = Answer()
         if not isinstance(data, list):
             return answer
         position = {}

@@ -38,10 +38,10 @@ from retl_assets.destinations.base import (
     first_problem,
     json_batch,
     json_body,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.clevertap.config import CleverTapConfig, missing_region
-from retl_assets.errors import ProjectError
+from retl_assets.errors import ProjectError, RefusedRequest
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.project.load import resolve_secret
@@ -220,19 +220,18 @@ class CleverTapWriter:
         return [str(json.loads(r.payload)[self.delete_key]) for r in records]
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
-        failed = status_answer(response)
-        if failed:
-            return failed
+        raise_for_status(response)
         body = json_body(response)
         unprocessed = body.get("unprocessed") or []
         if body.get("status") == "fail" and not unprocessed:
-            return Answer("refused", error=f"CleverTap: {body.get('error') or body}")
+            raise RefusedRequest(f"CleverTap: {body.get('error') or body}",
+                                 status=response.status_code)
         if operation == "delete":
             return self._delete_failures(unprocessed, records)
         answer = self._failures(unprocessed, records)
         if isinstance(body.get("processed"), int):
             answer.counted = body["processed"]
-        if answer.kind == "ok" and operation == "profile":
+        if operation == "profile":
             # CleverTap returns no id of its own: the identifier is what a delete names.
             for i, r in enumerate(records):
                 value = json.loads(r.payload).get(self.id_field)
@@ -246,7 +245,7 @@ class CleverTapWriter:
         position: dict[str, list[int]] = defaultdict(list)
         for i, value in enumerate(self._values(records)):
             position[value].append(i)
-        answer = Answer("ok")
+        answer = Answer()
         for entry in unprocessed:
             if isinstance(entry, dict):
                 value = entry.get(self.delete_key, entry.get("record"))
@@ -256,9 +255,9 @@ class CleverTapWriter:
             found = position.get(str(value)) if isinstance(value, (str, int)) else None
             if not found:
                 if len(records) == 1:
-                    return Answer("ok", rejected={0: message})
-                return Answer("refused", error=f"CleverTap did not delete a profile it did "
-                                               f"not name: {message}")
+                    return Answer(rejected={0: message})
+                raise RefusedRequest(f"CleverTap did not delete a profile it did not name: "
+                                     f"{message}")
             for i in found:
                 answer.rejected[i] = message
         return answer
@@ -271,7 +270,7 @@ class CleverTapWriter:
         for i, record in enumerate(sent):
             exact[_canonical(record)].append(i)
             loose[_identity(record)].append(i)
-        answer = Answer("ok")
+        answer = Answer()
         lost = []
         for entry in unprocessed:
             echoed = entry.get("record") if isinstance(entry, dict) else None
@@ -292,10 +291,9 @@ class CleverTapWriter:
                 answer.rejected[index] = message
         if lost:
             if len(records) == 1:
-                return Answer("ok", rejected={0: lost[0]})
+                return Answer(rejected={0: lost[0]})
             # A failure we cannot place: halve the batch until each one is alone.
-            return Answer("refused", error=f"CleverTap refused a record it did not echo: "
-                                           f"{lost[0]}")
+            raise RefusedRequest(f"CleverTap refused a record it did not echo: {lost[0]}")
         return answer
 
 

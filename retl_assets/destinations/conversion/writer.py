@@ -37,11 +37,11 @@ from retl_assets.destinations.base import (
     first_problem,
     json_batch,
     json_body,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.conversion.config import ConversionConfig
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.errors import ProjectError
+from retl_assets.errors import ProjectError, RetryableAnswer
 from retl_assets.mapping import Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
@@ -188,14 +188,12 @@ class ConversionWriter:
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         status = response.status_code
         if operation == "delete" and status == 404:
-            return Answer("ok")  # no such contact: what a delete wants
-        failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
-        if failed:
-            if failed.kind == "refused":
-                failed.error = f"HTTP {status}: {_message(response)}"
-            return failed
+            return Answer()  # no such contact: what a delete wants
+        if not response.is_success:
+            raise_for_status(response, parse_retry_after(response.headers.get("Retry-After")),
+                             f"HTTP {status}: {_message(response)}")
         if operation == "delete":
-            return Answer("ok")
+            return Answer()
         ids = {"event": "cnvEventId", "object": "cnvObjectId"}.get(operation, "cnvContactId")
         return _results(json_body(response), len(records), ids)
 
@@ -225,10 +223,10 @@ def _results(body: dict, n: int, id_field: str) -> Answer:
     """{data: {results: [...]}}, one result per item in request order; an item failed when
     its `success` is false."""
     results = (body.get("data") or {}).get("results")
-    answer = Answer("ok")
     if not isinstance(results, list) or len(results) != n:
         # An answer we cannot pair with the items: retrying is safe (upserts), guessing not.
-        return Answer("retry", error=f"answer has {len(results or [])} results for {n} items")
+        raise RetryableAnswer(f"answer has {len(results or [])} results for {n} items")
+    answer = Answer()
     for i, result in enumerate(results):
         if not isinstance(result, dict) or not result.get("success"):
             answer.rejected[i] = _failure(result if isinstance(result, dict) else {})

@@ -43,11 +43,18 @@ from retl_assets.destinations.base import (
     first_problem,
     json_batch,
     json_body,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.hubspot.config import HubSpotConfig
 from retl_assets.destinations.retry import parse_retry_after
-from retl_assets.errors import ProjectError
+from retl_assets.errors import (
+    ProjectError,
+    QuotaSpent,
+    RateLimited,
+    RefusedRequest,
+    RequestError,
+    SetupError,
+)
 from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
@@ -101,14 +108,6 @@ class HubSpotDestination(JsonApi):
                                     params={"limit": 1}, headers=self._headers)
 
 
-class _Failed(Exception):
-    """A request of a job ended without success; its answer becomes the job's."""
-
-    def __init__(self, answer: Answer):
-        super().__init__(answer.error)
-        self.answer = answer
-
-
 @dataclass
 class _Job:
     """One batch a job carries: its records, their payloads, and the answer being built."""
@@ -116,7 +115,7 @@ class _Job:
     call: Exchange
     records: list[Record]
     payloads: list[dict]
-    answer: Answer = field(default_factory=lambda: Answer("ok"))
+    answer: Answer = field(default_factory=Answer)
     claimed: set[str] = field(default_factory=set)  # values this job may create
 
     def value(self, i: int) -> str:
@@ -135,11 +134,18 @@ def _merge(total: Answer, part: Answer, index: list[int] | None = None) -> None:
 
     total.ids.update({at(i): v for i, v in part.ids.items()})
     total.rejected.update({at(i): v for i, v in part.rejected.items()})
+    total.codes.update({at(i): v for i, v in part.codes.items()})
     total.unplaced += part.unplaced
 
 
-def _is_conflict(answer: Answer) -> bool:
-    return answer.kind == "refused" and (answer.error or "").startswith("HTTP 409")
+def _gone(answer: Answer) -> list[int]:
+    """The records an update by id did not find (merged or deleted in HubSpot), taken out of
+    the answer's rejections: the caller matches them by value again."""
+    gone = [i for i in answer.rejected if answer.codes.get(i) == NOT_FOUND]
+    for i in gone:
+        del answer.rejected[i]
+        del answer.codes[i]
+    return gone
 
 
 class HubSpotWriter:
@@ -233,31 +239,32 @@ class HubSpotWriter:
         return self._dest.build(client, "POST", path, json.dumps({"inputs": inputs}).encode())
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
-        failed = self._failure(response)
-        if failed or operation == "archive":
-            return failed or Answer("ok")
+        self._check(response)
+        if operation == "archive":
+            return Answer()
         if operation == "update":
             position = {str(r.dest_id): i for i, r in enumerate(records)}
             return self._results(json_body(response), position, "id")
         position = {_norm(json.loads(r.payload)["id"]): i for i, r in enumerate(records)}
         return self._results(json_body(response), position, self.id_property)
 
-    def _failure(self, response: httpx.Response) -> Answer | None:
-        """What a failed answer means (None for success): a spent daily limit stops the run;
-        the search API's per-second limit is over in about a second."""
+    def _check(self, response: httpx.Response) -> None:
+        """Raise what a failed answer means: a spent daily limit stops the run's sending; the
+        search API's per-second limit is over in about a second."""
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         if response.status_code == 429:
             body = json_body(response)
             if body.get("policyName") == "DAILY":
-                return Answer("stop", error=f"HubSpot daily limit reached: {body.get('message')}")
+                raise QuotaSpent(f"HubSpot daily limit reached: {body.get('message')}",
+                                 status=429)
             if body.get("policyName") == "SECONDLY":
-                return Answer("retry", error=f"HTTP 429: {body.get('message')}",
-                              retry_after=retry_after or SECONDLY_WAIT_S)
-        return status_answer(response, retry_after)
+                raise RateLimited(f"HTTP 429: {body.get('message')}", status=429,
+                                  retry_after=retry_after or SECONDLY_WAIT_S)
+        raise_for_status(response, retry_after)
 
     def _results(self, body: dict, position: dict[str, int], by: str) -> Answer:
         # Results come in no promised order: match them to inputs by id or by value.
-        answer = Answer("ok")
+        answer = Answer()
         for result in body.get("results", []):
             value = result.get("id") if by == "id" else (result.get("properties") or {}).get(by)
             if _norm(value or "") in position:
@@ -269,6 +276,8 @@ class HubSpotWriter:
             named = [position[_norm(v)] for v in context.get("ids") or [] if _norm(v) in position]
             for i in named:
                 answer.rejected[i] = message
+                if error.get("category"):
+                    answer.codes[i] = str(error["category"])  # what follow-ups act on
             if not named:
                 answer.unplaced.append(message)
         return answer
@@ -278,7 +287,8 @@ class HubSpotWriter:
     async def job(self, call: Exchange, operation: str, records: list[Record]) -> Answer:
         """One batch through as many requests as its mode needs, answered as a whole and
         indexed like `records`. A request that fails ends the job with its answer: writes
-        by id are safe to repeat, and the one create a job sends comes last."""
+        by id are safe to repeat, and the one create a job sends comes last. Its error is
+        the batch's: a refusal splits it, as it would one request."""
         job = _Job(call, records, [json.loads(r.payload) for r in records])
         try:
             if self.action == CREATE:
@@ -287,8 +297,6 @@ class HubSpotWriter:
                 await self._update_job(job)
             else:
                 await self._upsert_job(job)
-        except _Failed as failed:
-            return failed.answer
         finally:
             self._writing -= job.claimed
         return job.answer
@@ -358,7 +366,7 @@ class HubSpotWriter:
             if conflict is None:
                 return
             look = True
-        raise _Failed(conflict)
+        raise conflict
 
     async def _keep_existing(self, job: _Job, indexes: list[int]) -> list[int]:
         """Create-only: the records found in HubSpot by value, answered with their id and
@@ -419,9 +427,7 @@ class HubSpotWriter:
             part = await self._batch(job, "read", [{"id": rid} for rid in held.values()],
                                      {rid: i for i, rid in held.items()}, "id",
                                      properties=[self.id_property])
-            for i in list(part.rejected):
-                if i in held and part.rejected[i].startswith(NOT_FOUND):
-                    del part.rejected[i]
+            _gone(part)  # not there any more: created by value below
             _merge(job.answer, part)
             for i in part.ids:
                 self._leave_alone(job.records[i])
@@ -436,9 +442,7 @@ class HubSpotWriter:
                   for i, rid in targets.items()]
         part = await self._batch(job, "update", inputs, {rid: i for i, rid in targets.items()},
                                  "id")
-        gone = [i for i, e in part.rejected.items() if e.startswith(NOT_FOUND)]
-        for i in gone:
-            del part.rejected[i]
+        gone = _gone(part)
         _merge(job.answer, part)
         return gone
 
@@ -454,9 +458,7 @@ class HubSpotWriter:
                    "properties": self._properties(job, i)} for i in indexes]
         part = await self._batch(job, "update", inputs,
                                  {_norm(job.value(i)): i for i in indexes}, self.id_property)
-        missing = [i for i, e in part.rejected.items() if e.startswith(NOT_FOUND)]
-        for i in missing:
-            del part.rejected[i]
+        missing = _gone(part)
         _merge(job.answer, part)
         return missing
 
@@ -464,23 +466,25 @@ class HubSpotWriter:
         if not indexes:
             return
         records = [job.records[i] for i in indexes]
-        part = await self._send(job.call, "upsert",
-                                lambda client: self.request(client, "upsert", records),
-                                lambda response: self.read(response, "upsert", records))
+        part = await job.call("upsert", lambda client: self.request(client, "upsert", records),
+                              lambda response: self.read(response, "upsert", records))
         _merge(job.answer, part, indexes)
 
     async def _create(self, job: _Job, indexes: list[int],
-                      conflicts: bool = False) -> Answer | None:
+                      conflicts: bool = False) -> RefusedRequest | None:
         """batch/create; answers are matched back by value and their ids kept for the run.
         With `conflicts`, a 409 (a value already held) is returned rather than raised."""
         if not indexes:
             return None
         inputs = [{"properties": self._properties(job, i)} for i in indexes]
-        answer = await self._batch(job, "create", inputs,
-                                   {_norm(job.value(i)): i for i in indexes}, self.id_property,
-                                   conflicts=conflicts)
-        if _is_conflict(answer):
-            return answer
+        try:
+            answer = await self._batch(job, "create", inputs,
+                                       {_norm(job.value(i)): i for i in indexes},
+                                       self.id_property)
+        except RefusedRequest as refused:
+            if conflicts and refused.status == 409:
+                return refused
+            raise
         known = self._ids.setdefault((self.object, self.id_property), {})
         for i, rid in answer.ids.items():
             known[_norm(job.value(i))] = [rid]  # search may not show it for a while
@@ -488,31 +492,22 @@ class HubSpotWriter:
         return None
 
     async def _batch(self, job: _Job, operation: str, inputs: list[dict],
-                     position: dict[str, int], by: str, conflicts: bool = False,
-                     **around: object) -> Answer:
+                     position: dict[str, int], by: str, **around: object) -> Answer:
         """One batch request of the job's object; its results matched to the job's records
-        through `position` (id or value -> index). Raises unless it succeeded (or, with
-        `conflicts`, was refused with 409)."""
+        through `position` (id or value -> index)."""
         body = {**around, "inputs": inputs}
-        answer = await job.call(
+        return await job.call(
             operation, self._post(f"/crm/v3/objects/{self.object}/batch/{operation}", body),
-            lambda response: self._failure(response) or self._results(
-                json_body(response), position, by))
-        if answer.kind != "ok" and not (conflicts and _is_conflict(answer)):
-            raise _Failed(answer)
-        return answer
+            partial(self._batch_answer, position=position, by=by))
+
+    def _batch_answer(self, response: httpx.Response, position: dict[str, int],
+                      by: str) -> Answer:
+        self._check(response)
+        return self._results(json_body(response), position, by)
 
     def _properties(self, job: _Job, i: int) -> dict:
         # The matched value is a property too: how a changed email or domain lands.
         return {**job.payloads[i].get("properties", {}), self.id_property: job.value(i)}
-
-    async def _send(self, call: Exchange, operation: str,
-                    build: Callable[[httpx.AsyncClient], httpx.Request],
-                    read: Callable[[httpx.Response], Answer]) -> Answer:
-        answer = await call(operation, build, read)
-        if answer.kind != "ok":
-            raise _Failed(answer)
-        return answer
 
     def _post(self, path: str, body: dict) -> Callable[[httpx.AsyncClient], httpx.Request]:
         """A request the engine can build (again, on a retry) on its own client."""
@@ -549,8 +544,8 @@ class HubSpotWriter:
         for start in range(0, len(values), MAX_INPUTS):
             body = {"idProperty": prop, "properties": [prop],
                     "inputs": [{"id": v} for v in values[start:start + MAX_INPUTS]]}
-            await self._send(call, "read", self._post(f"/crm/v3/objects/{obj}/batch/read", body),
-                             partial(self._hits, prop=prop, into=found))
+            await call("read", self._post(f"/crm/v3/objects/{obj}/batch/read", body),
+                       partial(self._hits, prop=prop, into=found))
         return found
 
     async def _search(self, call: Exchange, obj: str, prop: str,
@@ -576,8 +571,8 @@ class HubSpotWriter:
             if after is not None:
                 body["after"] = after
             page: dict = {}
-            await self._send(call, "search", self._post(f"/crm/v3/objects/{obj}/search", body),
-                             partial(self._hits, prop=prop, into=found, page=page))
+            await call("search", self._post(f"/crm/v3/objects/{obj}/search", body),
+                       partial(self._hits, prop=prop, into=found, page=page))
             seen += len(page.get("results") or [])
             after = ((page.get("paging") or {}).get("next") or {}).get("after")
             if after is None:
@@ -591,9 +586,7 @@ class HubSpotWriter:
     def _hits(self, response: httpx.Response, prop: str, into: dict[str, list[str]],
               page: dict | None = None) -> Answer:
         """Read a batch/read or search answer: value -> ids, into `into`."""
-        failed = self._failure(response)
-        if failed:
-            return failed
+        self._check(response)
         body = json_body(response)
         for result in body.get("results", []):
             value = (result.get("properties") or {}).get(prop)
@@ -603,7 +596,7 @@ class HubSpotWriter:
                     ids.append(str(result["id"]))
         if page is not None:
             page.update(body)
-        return Answer("ok")
+        return Answer()
 
     # -- is a property unique? ---------------------------------------------------------------
 
@@ -632,18 +625,15 @@ class HubSpotWriter:
             if response.status_code == 403:
                 # No schema scope (crm.schemas.*.read): search, which works for any property.
                 said["unique"] = False
-                return Answer("ok")
+                return Answer()
             if response.status_code == 404:
-                return Answer("setup", error=f"HubSpot {obj} have no property {prop!r} "
-                                             f"(GET {path} answered 404)")
-            failed = self._failure(response)
-            if failed:
-                return failed
+                raise SetupError(f"HubSpot {obj} have no property {prop!r} "
+                                 f"(GET {path} answered 404)")
+            self._check(response)
             said["unique"] = json_body(response).get("hasUniqueValue") is True
-            return Answer("ok")
+            return Answer()
 
-        await self._send(call, "properties",
-                         lambda client: self._dest.build(client, "GET", path), read)
+        await call("properties", lambda client: self._dest.build(client, "GET", path), read)
         return said["unique"]
 
     # -- after a delivered batch ---------------------------------------------------------------
@@ -660,14 +650,18 @@ class HubSpotWriter:
             self._untouched -= {r.msgid for r in records}
 
     async def _upsert_gone(self, call: Exchange, records: list[Record], answer: Answer) -> None:
-        for i in [i for i, e in answer.rejected.items() if e.startswith(NOT_FOUND)]:
-            again = [replace(records[i], operation="upsert", dest_id=None)]
-            result = await call("upsert", partial(self.request, operation="upsert", records=again),
-                                partial(self.read, operation="upsert", records=again))
-            del answer.rejected[i]
+        for i in _gone(answer):
             answer.ids.pop(i, None)
-            if result.kind != "ok" or 0 in result.rejected or 0 not in result.ids:
-                answer.rejected[i] = result.rejected.get(0) or result.error or "not upserted"
+            again = [replace(records[i], operation="upsert", dest_id=None)]
+            try:
+                result = await call("upsert",
+                                    partial(self.request, operation="upsert", records=again),
+                                    partial(self.read, operation="upsert", records=again))
+            except RequestError as failed:
+                answer.rejected[i] = str(failed)
+                continue
+            if 0 in result.rejected or 0 not in result.ids:
+                answer.rejected[i] = result.rejected.get(0) or "not upserted"
             else:
                 answer.ids[i] = result.ids[0]
 
@@ -683,9 +677,9 @@ class HubSpotWriter:
             return
         try:
             found = await self._known(call, obj, prop, {_norm(v) for v in wanted.values()})
-        except _Failed as failed:
+        except RequestError as failed:
             for i in wanted:
-                answer.rejected[i] = f"looking up {obj} by {prop}: {failed.answer.error}"
+                answer.rejected[i] = f"looking up {obj} by {prop}: {failed}"
             return
         pairs: dict[int, str] = {}
         for i, value in wanted.items():
@@ -705,24 +699,23 @@ class HubSpotWriter:
             body = {"inputs": [{"from": {"id": answer.ids[i]}, "to": {"id": to}}
                                for i, to in chunk]}
             path = f"/crm/v4/associations/{self.object}/{obj}/batch/associate/default"
-            result = await call("associate", self._post(path, body),
-                                partial(self._association_errors, chunk=chunk, answer=answer))
-            if result.kind != "ok":
+            try:
+                await call("associate", self._post(path, body),
+                           partial(self._association_errors, chunk=chunk, answer=answer))
+            except RequestError as failed:
                 for i, _ in chunk:
-                    answer.rejected[i] = f"associating with {obj}: {result.error}"
+                    answer.rejected[i] = f"associating with {obj}: {failed}"
 
     def _association_errors(self, response: httpx.Response, chunk: list[tuple[int, str]],
                             answer: Answer) -> Answer:
-        failed = self._failure(response)
-        if failed:
-            return failed
+        self._check(response)
         by_from = {answer.ids[i]: i for i, _ in chunk}
         for error in json_body(response).get("errors", []):
             for from_id in (error.get("context") or {}).get("fromId", []):
                 if str(from_id) in by_from:
                     answer.rejected[by_from[str(from_id)]] = (
                         f"association: {error.get('message', error.get('category', ''))}")
-        return Answer("ok")
+        return Answer()
 
 
 def connect(name: str, config: HubSpotConfig) -> HubSpotDestination:

@@ -32,7 +32,7 @@ from retl_assets.destinations.base import (
     json_batch,
     json_body,
     one_identifier,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.iterable.config import IterableConfig
 from retl_assets.destinations.retry import parse_retry_after
@@ -186,13 +186,11 @@ class IterableWriter:
         return self._dest.build(client, "POST", path, json_batch(records, array))
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
-        failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
+        if operation == "delete" and response.status_code == 404:
+            return Answer()  # already gone
+        raise_for_status(response, parse_retry_after(response.headers.get("Retry-After")))
         if operation == "delete":
-            if response.status_code == 404:
-                return Answer("ok")  # already gone
-            return failed or Answer("ok")
-        if failed:
-            return failed
+            return Answer()
         return self._failures(json_body(response), operation, records)
 
     def _failures(self, body: dict, operation: str, records: list[Record]) -> Answer:
@@ -210,7 +208,7 @@ class IterableWriter:
                         if x not in (None, "")}
                 for value in seen:
                     position[kind].setdefault(value, []).append(i)
-        answer = Answer("ok")
+        answer = Answer()
         lists = dict(body.get("failedUpdates") or {})
         for key in ("invalidEmails", "invalidUserIds"):  # the deprecated top-level twins
             lists.setdefault(key, body.get(key) or [])

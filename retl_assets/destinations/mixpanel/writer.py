@@ -31,10 +31,10 @@ from retl_assets.destinations.base import (
     first_problem,
     json_batch,
     json_body,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.mixpanel.config import EVENTS_PER_MINUTE, MixpanelConfig
-from retl_assets.errors import ProjectError
+from retl_assets.errors import AuthError, ProjectError, RateLimited, RefusedRequest
 from retl_assets.mapping import Column, Literal, Raw, Rules, Tree
 from retl_assets.mapping.values import epoch_sql, sql_of
 from retl_assets.project.load import resolve_secret
@@ -231,20 +231,18 @@ class MixpanelWriter:
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         status = response.status_code
         if status == 429:
-            return Answer("retry", error=f"HTTP 429: {response.text[:300]}",
-                          retry_after=self._backoff())
+            raise RateLimited(f"HTTP 429: {response.text[:300]}", status=status,
+                              retry_after=self._backoff())
         self._streak = 0
         if operation == IMPORT:
             body = json_body(response)
             if status == 400 and isinstance(body.get("failed_records"), list) \
                     and body["failed_records"]:
                 return self._partial(body, records)
+            raise_for_status(response)
             imported = body.get("num_records_imported")
-            return status_answer(response) or Answer(
-                "ok", counted=imported if isinstance(imported, int) else None)
-        failed = status_answer(response)
-        if failed:
-            return failed
+            return Answer(counted=imported if isinstance(imported, int) else None)
+        raise_for_status(response)
         return self._engaged(response, operation, records)
 
     def _backoff(self) -> float:
@@ -256,7 +254,7 @@ class MixpanelWriter:
     def _partial(self, body: dict, records: list[Record]) -> Answer:
         """A 400 under strict=1: the events it lists failed, every other one was imported."""
         by_insert_id: dict[str, int] | None = None
-        answer = Answer("ok")
+        answer = Answer()
         for failure in body["failed_records"]:
             if not isinstance(failure, dict):
                 continue
@@ -279,7 +277,7 @@ class MixpanelWriter:
             answer.counted = body["num_records_imported"]
         if len(answer.rejected) < len(body["failed_records"]) and not answer.rejected:
             # Nothing could be matched to our events: let the engine isolate them.
-            return Answer("refused", error=f"HTTP 400: {json.dumps(body)[:300]}")
+            raise RefusedRequest(f"HTTP 400: {json.dumps(body)[:300]}", status=400)
         return answer
 
     def _engaged(self, response: httpx.Response, operation: str,
@@ -292,9 +290,9 @@ class MixpanelWriter:
         if not ok:
             error = error or "Mixpanel found no valid update in the request"
             if "token" in error.lower():
-                return Answer("auth", error=f"/engage: {error}")
-            return Answer("refused", error=f"/engage: {error}")
-        answer = Answer("ok")
+                raise AuthError(f"/engage: {error}")
+            raise RefusedRequest(f"/engage: {error}", status=response.status_code)
+        answer = Answer()
         if operation == SET and self._sync.action == MIRROR:
             for i, r in enumerate(records):
                 answer.ids[i] = str(json.loads(r.payload).get("$distinct_id"))

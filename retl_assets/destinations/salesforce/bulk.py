@@ -38,6 +38,7 @@ import httpx
 
 from retl_assets.destinations.base import Answer, Exchange, Record, json_body
 from retl_assets.destinations.salesforce.answers import GONE, error_code, parse_error, record_error
+from retl_assets.errors import QuotaSpent, RequestError, RetryableAnswer
 
 # The operations that carry each collections operation's records as bulk jobs.
 BULK_FORMS = {"upsert": "bulk_upsert", "delete": "bulk_delete"}
@@ -64,27 +65,23 @@ class BulkJobs:
     """One sync's Bulk API 2.0 jobs on one object; `run` delivers one batch as one job."""
 
     def __init__(self, base: str, headers: dict[str, str], sobject: str, id_field: str,
-                 settings: BulkSettings, classify: Callable[[httpx.Response], Answer | None]):
+                 settings: BulkSettings, check: Callable[[httpx.Response], None]):
         self.url = f"{base}/jobs/ingest"
         self.headers = headers
         self.object = sobject
         self.id_field = id_field
         self.settings = settings
-        self.classify = classify
+        self.check = check  # raises what a failed answer means (answers.check)
 
     async def run(self, call: Exchange, operation: str, records: list[Record]) -> Answer:
         does = verb(operation)
         text, keys = table(does, self.id_field, records)
-        jid, failed = await self._start(call, operation, does, text)
-        if failed is not None:
-            return failed
-        answer, info = await self._wait(call, operation, jid)
-        if info is None:
-            return _unsent(answer, f"bulk job {jid}: polling")
+        jid = await self._start(call, operation, does, text)
+        info = await self._wait(call, operation, jid)
         state = info.get("state")
         if state not in TERMINAL:
             # Still running though aborted: nothing confirmed, every record stays owed.
-            return Answer("ok", text=f"bulk job {jid} still {state} when aborted")
+            return Answer(text=f"bulk job {jid} still {state} when aborted")
         why = f"bulk job {jid} ended {state}"
         if info.get("errorMessage"):
             why += f": {info['errorMessage']}"
@@ -94,67 +91,60 @@ class BulkJobs:
         key = "Id" if does == "delete" else self.id_field
         return matched(does, keys, key, results[0][0], results[1][0], why)
 
-    async def _start(self, call: Exchange, operation: str, does: str,
-                     text: str) -> tuple[str, Answer | None]:
-        """Create the job, upload its CSV and close it: (its id, None), or the batch's
-        answer when a step did not succeed."""
+    async def _start(self, call: Exchange, operation: str, does: str, text: str) -> str:
+        """Create the job, upload its CSV and close it; the job's id."""
         spec: dict[str, Any] = {"object": self.object, "operation": does,
                                 "contentType": "CSV", "lineEnding": "LF"}
         if does == "upsert":
             spec["externalIdFieldName"] = self.id_field
-        answer, created = await self._step(call, operation, "POST", "", json=spec)
-        if created is None:
-            return "", _unsent(answer, "creating a bulk job")
+        created = await self._step(call, operation, "POST", "", "creating a bulk job", json=spec)
         jid = str(json_body(created).get("id") or "")
         if not jid:
-            return "", Answer("retry", error=f"creating a bulk job: no id in "
-                                             f"{created.text[:200]!r}")
+            raise RetryableAnswer(f"creating a bulk job: no id in {created.text[:200]!r}")
         # A resent upload that had in fact arrived is refused as a second one: that is fine.
-        answer, uploaded = await self._step(call, operation, "PUT", f"/{jid}/batches",
-                                            content=text.encode(), tolerate="BULK_API_ERROR",
-                                            headers={"Content-Type": "text/csv"})
-        if uploaded is None:
-            return jid, _unsent(answer, f"bulk job {jid}: uploading")
-        answer, closed = await self._step(call, operation, "PATCH", f"/{jid}",
-                                          json={"state": "UploadComplete"})
-        if closed is None:
-            return jid, _unsent(answer, f"bulk job {jid}: closing")
-        return jid, None
+        await self._step(call, operation, "PUT", f"/{jid}/batches", f"bulk job {jid}: uploading",
+                         content=text.encode(), tolerate="BULK_API_ERROR",
+                         headers={"Content-Type": "text/csv"})
+        await self._step(call, operation, "PATCH", f"/{jid}", f"bulk job {jid}: closing",
+                         json={"state": "UploadComplete"})
+        return jid
 
-    async def _wait(self, call: Exchange, operation: str,
-                    jid: str) -> tuple[Answer, dict[str, Any] | None]:
+    async def _wait(self, call: Exchange, operation: str, jid: str) -> dict[str, Any]:
         """Poll the job until it ends, waiting longer each time; abort it after timeout_s.
-        Its last info (None when a poll had no answer)."""
+        Its last info."""
         deadline = time.monotonic() + self.settings.timeout_s
         delay = self.settings.poll_s
+        polling = f"bulk job {jid}: polling"
         while True:
             await asyncio.sleep(delay)
-            answer, response = await self._step(call, operation, "GET", f"/{jid}")
-            if response is None or json_body(response).get("state") in TERMINAL:
-                break
+            info = json_body(await self._step(call, operation, "GET", f"/{jid}", polling))
+            if info.get("state") in TERMINAL:
+                return info
             if time.monotonic() > deadline:
-                # Refused (409) when the job has just ended: its state says which.
-                await self._step(call, operation, "PATCH", f"/{jid}", json={"state": "Aborted"})
-                answer, response = await self._step(call, operation, "GET", f"/{jid}")
-                break
+                try:
+                    await self._step(call, operation, "PATCH", f"/{jid}",
+                                     json={"state": "Aborted"})
+                except RequestError:
+                    pass  # refused (409) when the job has just ended: its state says which
+                return json_body(await self._step(call, operation, "GET", f"/{jid}", polling))
             delay = min(delay * 1.5, self.settings.max_poll_s)
-        return answer, json_body(response) if response is not None else None
 
     async def _results(self, call: Exchange, operation: str, jid: str,
                        kind: str) -> tuple[list[list[str]], str]:
         """A result file's rows, and a note for the job's answer when it could not be read
         (its records then stay owed)."""
-        answer, response = await self._step(call, operation, "GET", f"/{jid}/{kind}/")
-        if response is None:
-            return [], f"; {kind} not read: {answer.error}"
+        try:
+            response = await self._step(call, operation, "GET", f"/{jid}/{kind}/")
+        except RequestError as e:
+            return [], f"; {kind} not read: {e}"
         return list(csv.reader(io.StringIO(response.text, newline=""))), ""
 
     async def _step(self, call: Exchange, operation: str, method: str, path: str,
-                    tolerate: str | None = None, headers: dict[str, str] | None = None,
-                    **kw: Any) -> tuple[Answer, httpx.Response | None]:
-        """One request of the job through the engine; its final answer, and the response
-        when that answer is a success. `tolerate`: an error code that means success when
-        the request is a resend."""
+                    what: str | None = None, tolerate: str | None = None,
+                    headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        """One request of the job through the engine; its success response. When `what`
+        names the step, a failure is raised as the batch's (see `_unsent`); otherwise as it
+        came. `tolerate`: an error code that means success when the request is a resend."""
         url, every = f"{self.url}{path}", {**self.headers, **(headers or {})}
         sent: list[None] = []  # one entry per attempt built
         last: list[httpx.Response] = []  # the latest response read
@@ -165,21 +155,26 @@ class BulkJobs:
 
         def read(response: httpx.Response) -> Answer:
             last[:] = [response]
-            if tolerate and len(sent) > 1 and error_code(response)[0] == tolerate:
-                return Answer("ok")
-            return self.classify(response) or Answer("ok")
+            if not (tolerate and len(sent) > 1 and error_code(response)[0] == tolerate):
+                self.check(response)
+            return Answer()
 
-        answer = await call(operation, build, read)
-        return answer, last[0] if answer.kind == "ok" and last else None
+        try:
+            await call(operation, build, read)
+        except RequestError as e:
+            if what is None:
+                raise
+            raise _unsent(e, what) from None
+        return last[0]
 
 
-def _unsent(answer: Answer, what: str) -> Answer:
-    """A job step without a success ends the batch unsent. A refused step is no record's
-    fault (the engine would halve the batch into ever more jobs), so it becomes `retry`;
-    a spent org limit stays `stop`."""
-    if answer.kind == "stop":
-        return answer
-    return Answer("retry", error=f"{what}: {answer.error}")
+def _unsent(error: RequestError, what: str) -> RequestError:
+    """What a job step without a success makes of the whole batch: unsent. A refused step is
+    no record's fault (the engine would halve the batch into ever more jobs), so it is raised
+    as retries spent; a spent org limit stays QuotaSpent and stops the run's sending."""
+    if isinstance(error, QuotaSpent):
+        return error
+    return RetryableAnswer(f"{what}: {error}", status=error.status)
 
 
 def table(does: str, id_field: str, records: list[Record]) -> tuple[str, list[str]]:
@@ -207,7 +202,7 @@ def matched(does: str, keys: list[str], key_column: str, done: list[list[str]],
     waiting: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         waiting.setdefault(key.strip().lower(), []).append(i)
-    answer = Answer("ok", text=why)
+    answer = Answer(text=why)
     for rows, ok in ((done, True), (failed, False)):
         for i, sf_id, second in _rows(rows, key_column, waiting):
             if ok:

@@ -29,12 +29,14 @@ from retl_assets.destinations.base import (
 from retl_assets.destinations.salesforce.answers import (
     CONCURRENCY_WAIT_S,
     GONE,
-    classify,
+    check,
+    codes,
+    error_code,
     record_error,
 )
 from retl_assets.destinations.salesforce.bulk import BULK_FORMS, BulkJobs, BulkSettings, verb
 from retl_assets.destinations.salesforce.config import API_VERSION, SalesforceConfig
-from retl_assets.errors import ProjectError
+from retl_assets.errors import ProjectError, RetryableAnswer
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
@@ -66,7 +68,7 @@ class SalesforceDestination:
             bytes_per_request=REQUEST_BYTES,
             bytes_per_record=RECORD_CHARS,
             max_concurrency=max_concurrency or 4,
-            rate_limit=None,  # a daily allocation, not a window: see `classify`
+            rate_limit=None,  # a daily allocation, not a window: see `check`
             default_retry_after_s=CONCURRENCY_WAIT_S,
             answers="results",  # one result per record (by external id in bulk results)
             # A bulk job takes far more than a collections request.
@@ -84,7 +86,7 @@ class SalesforceDestination:
         return client.build_request("GET", f"{self.base}/limits", headers=self.headers)
 
     def check_answer(self, response: httpx.Response) -> tuple[bool, str] | None:
-        if response.status_code == 403 and "REQUEST_LIMIT_EXCEEDED" in response.text:
+        if response.status_code == 403 and error_code(response)[0] == "REQUEST_LIMIT_EXCEEDED":
             return False, ("the token is good, but the org's API request limit is spent "
                            "(REQUEST_LIMIT_EXCEEDED); syncs wait until it frees up")
         if response.status_code == 404:
@@ -114,7 +116,7 @@ class SalesforceWriter:
         self.id_field, self.id_column = next(iter(match.items()), ("", ""))
         self.bulk_threshold = dest.bulk.threshold
         self._bulk = BulkJobs(dest.base, dest.headers, self.object, self.id_field, dest.bulk,
-                              self.classify)
+                              self.check)
 
     def operations(self) -> dict[str, str]:
         if self._sync.action == MIRROR:
@@ -158,17 +160,15 @@ class SalesforceWriter:
                                     headers=self.dest.headers)
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
-        failed = self.classify(response)
-        if failed:
-            return failed
+        self.check(response)
         try:
             results = response.json()
         except ValueError:
             results = None
         if not isinstance(results, list) or len(results) != len(records):
-            return Answer("retry", error=f"Salesforce answered {len(records)} records with "
-                                         f"{response.text[:200]!r}")
-        answer = Answer("ok")
+            raise RetryableAnswer(f"Salesforce answered {len(records)} records with "
+                                  f"{response.text[:200]!r}", status=response.status_code)
+        answer = Answer()
         for i, result in enumerate(results):
             result = result if isinstance(result, dict) else {}
             errors = result.get("errors") or []
@@ -185,9 +185,9 @@ class SalesforceWriter:
                 answer.rejected[i] = record_error(errors)
         return answer
 
-    def classify(self, response: httpx.Response) -> Answer | None:
-        """What a whole-request answer means; None for 2xx."""
-        return classify(response, f"{self.object}/{self.id_field}")
+    def check(self, response: httpx.Response) -> None:
+        """Raise what a whole-request answer means; nothing for 2xx."""
+        check(response, f"{self.object}/{self.id_field}")
 
     async def job(self, call: Exchange, operation: str, records: list[Record]) -> Answer:
         """A bulk form's batch, delivered as one Bulk API 2.0 job (bulk.py)."""
@@ -197,9 +197,7 @@ class SalesforceWriter:
 def _passing(errors: list) -> bool:
     """A lock held elsewhere, also when a flow or trigger wraps it in its own error code."""
     found = [e for e in errors if isinstance(e, dict)]
-    return bool(found) and all(e.get("statusCode") in TRANSIENT
-                               or any(t in str(e.get("message", "")) for t in TRANSIENT)
-                               for e in found)
+    return bool(found) and all(codes(e) & TRANSIENT for e in found)
 
 
 def connect(name: str, config: SalesforceConfig) -> SalesforceDestination:

@@ -25,7 +25,7 @@ from retl_assets.destinations.base import (
     first_problem,
     json_batch,
     json_body,
-    status_answer,
+    raise_for_status,
 )
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.destinations.segment.config import SegmentConfig
@@ -150,10 +150,10 @@ class SegmentWriter:
         return self._dest.post(client, records)
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
-        failed = status_answer(response, parse_retry_after(response.headers.get("Retry-After")))
-        if failed:
-            failed.error = _vendor_error(response) or failed.error
-        return failed or Answer("ok")
+        if not response.is_success:
+            raise_for_status(response, parse_retry_after(response.headers.get("Retry-After")),
+                             _vendor_error(response))
+        return Answer()
 
 
 def _vendor_error(response: httpx.Response) -> str | None:

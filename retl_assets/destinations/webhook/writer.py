@@ -23,13 +23,14 @@ from datetime import UTC, datetime
 
 import httpx
 
-from retl_assets.destinations.base import Answer, Capabilities, Record
+from retl_assets.destinations.base import Answer, Capabilities, Record, raise_for_status
 from retl_assets.destinations.retry import parse_retry_after
 from retl_assets.destinations.webhook.config import (
     DEFAULT_REQUEST_BYTES,
     SIGNATURE_HEADER,
     WebhookConfig,
 )
+from retl_assets.errors import RefusedRequest
 from retl_assets.mapping import Literal, Raw, Rules, Tree
 from retl_assets.project.load import resolve_secret
 from retl_assets.project.schema import MIRROR, SyncConfig
@@ -117,18 +118,12 @@ class WebhookWriter:
 
     def read(self, response: httpx.Response, operation: str, records: list[Record]) -> Answer:
         status = response.status_code
-        error = f"HTTP {status}: {response.text[:300]}"
-        if status in (401, 403):
-            return Answer("auth", error=error)
-        if status == 429:
-            return Answer("retry", error=error,
-                          retry_after=parse_retry_after(response.headers.get("Retry-After")))
-        if status == 408 or status >= 500:
-            return Answer("retry", error=error)
-        if status >= 400:
-            return Answer("refused", error=error)
-        if not 200 <= status < 300:
-            return Answer("retry", error=error)  # 1xx/3xx: not an answer we understand
+        if 400 <= status < 500 and status not in (401, 403, 408, 429):
+            # By our contract any other 4xx refuses the batch whole: retl halves it.
+            raise RefusedRequest(f"HTTP {status}: {response.text[:300]}", status=status)
+        # 401/403 stop the run, 429 waits for Retry-After, 408, 5xx (and a 1xx/3xx, not an
+        # answer we understand) are sent again.
+        raise_for_status(response, parse_retry_after(response.headers.get("Retry-After")))
         answer = _item_errors(response, records)
         if self._mirror and operation == "upsert":
             answer.ids = {i: r.key for i, r in enumerate(records) if i not in answer.rejected}
@@ -138,7 +133,7 @@ class WebhookWriter:
 def _item_errors(response: httpx.Response, records: list[Record]) -> Answer:
     """The body's `errors`, each naming its item by index or idempotency key; one that names
     no item of the batch is kept as unplaced."""
-    answer = Answer("ok")
+    answer = Answer()
     try:
         body = response.json()
     except ValueError:
