@@ -309,18 +309,24 @@ class HubSpotWriter:
             await self._upsert_by_value(job, self._claim(job, new, creates=False))
             return
         mine = self._claim(job, new, creates=True)
+        updates, creates = await self._found(job, mine)
+        await self._update_found(job, updates)
+        await self._create(job, creates)
+
+    async def _found(self, job: _Job, mine: list[int]) -> tuple[dict[int, str], list[int]]:
+        """Search the records' values: (index -> the one HubSpot id found, indexes found
+        nowhere). A value several HubSpot records hold is rejected: retl will not guess."""
         found = await self._match(job, mine)
-        updates, creates = {}, []
+        one, none = {}, []
         for i in mine:
             ids = found.get(_norm(job.value(i)), [])
             if len(ids) > 1:
                 job.answer.rejected[i] = self._ambiguous(job.value(i), ids, "update")
             elif ids:
-                updates[i] = ids[0]
+                one[i] = ids[0]
             else:
-                creates.append(i)
-        await self._update_found(job, updates)
-        await self._create(job, creates)
+                none.append(i)
+        return one, none
 
     async def _update_job(self, job: _Job) -> None:
         """Update-only: a record HubSpot does not have is rejected, and stays owed until it
@@ -332,16 +338,7 @@ class HubSpotWriter:
         if await self._is_unique(job.call, self.object, self.id_property):
             missing = await self._update_by_value(job, mine)
         else:
-            found = await self._match(job, mine)
-            updates, missing = {}, []
-            for i in mine:
-                ids = found.get(_norm(job.value(i)), [])
-                if len(ids) > 1:
-                    job.answer.rejected[i] = self._ambiguous(job.value(i), ids, "update")
-                elif ids:
-                    updates[i] = ids[0]
-                else:
-                    missing.append(i)
+            updates, missing = await self._found(job, mine)
             missing += await self._update_by_id(job, updates)
         for i in missing:
             job.answer.rejected[i] = (f"no HubSpot {self.object} with {self.id_property} "
