@@ -394,7 +394,12 @@ class ForgetfulAnswers:
 def test_records_the_answer_left_out_stay_owed_with_the_reason_and_land_next_run(
         workspace, monkeypatch):
     from retl_assets.emulators import EmulatorServer, HubSpotEmulator, build_hubspot_app
-    from retl_assets_tests.test_hubspot_e2e import PROJECT, TOKEN, crm_contacts, model_contacts
+    from retl_assets_tests.destinations.hubspot.test_hubspot import (
+        PROJECT,
+        TOKEN,
+        crm_contacts,
+        model_contacts,
+    )
 
     monkeypatch.setenv("HUBSPOT_TOKEN", TOKEN)
     emu = HubSpotEmulator({TOKEN}, rate_limit=(100, 10.0))
