@@ -8,11 +8,23 @@ and the emulator server all read this table; nothing else lists vendors.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from retl_assets.destinations.base import Facts
+
+@dataclass(frozen=True)
+class Facts:
+    """What retl knows of one destination type, as data. The project loader checks each
+    sync against it; `connect` opens the destination (its credentials read then). Kept here,
+    beside the registry, so the loader reads it without importing any destination."""
+
+    config: type  # the destination's entry in the project file (a DestinationBase)
+    connect: Callable[[str, Any], Any]  # (name, config) -> a Destination
+    actions: tuple[str, ...]  # what a sync may ask for
+    associations: bool = False  # links records to other objects' records (`associations`)
+
 
 DESTINATIONS = {  # type: folder under destinations/ and emulators/
     "customerio": "segment",  # Customer.io Data Pipelines speaks Segment's protocol

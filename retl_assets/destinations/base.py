@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import httpx
 
@@ -66,17 +66,6 @@ class Capabilities:
 
     def answer_for(self, operation: str) -> AnswerKind:
         return self.operation_answers.get(operation, self.answers)
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What retl knows of one destination type, as data. The project loader checks each
-    sync against it; `connect` opens the destination (its credentials read then)."""
-
-    config: type  # the destination's entry in the project file (a DestinationBase)
-    connect: Callable[[str, Any], Destination]
-    actions: tuple[str, ...]  # what a sync may ask for
-    associations: bool = False  # links records to other objects' records (`associations`)
 
 
 @dataclass(slots=True)  # not frozen: a frozen init costs ~1 µs a field, per record

@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/braze
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.braze.config import BrazeConfig
 from retl_assets.destinations.braze.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "braze": Facts(config=BrazeConfig, connect=connect, actions=ACTIONS["braze"]),

@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/clari
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.clarify.config import ClarifyConfig
 from retl_assets.destinations.clarify.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "clarify": Facts(config=ClarifyConfig, connect=connect, actions=ACTIONS["clarify"]),

@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/cleve
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.clevertap.config import CleverTapConfig
 from retl_assets.destinations.clevertap.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "clevertap": Facts(config=CleverTapConfig, connect=connect, actions=ACTIONS["clevertap"]),

@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/conve
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.conversion.config import ConversionConfig
 from retl_assets.destinations.conversion.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "conversion": Facts(config=ConversionConfig, connect=connect, actions=ACTIONS["conversion"]),

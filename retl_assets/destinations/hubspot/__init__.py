@@ -7,9 +7,9 @@ requests and its answers into outcomes. The emulator is emulators/hubspot/.
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.hubspot.config import HubSpotConfig
 from retl_assets.destinations.hubspot.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "hubspot": Facts(config=HubSpotConfig, connect=connect, actions=ACTIONS["hubspot"],

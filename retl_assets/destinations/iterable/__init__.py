@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/itera
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.iterable.config import IterableConfig
 from retl_assets.destinations.iterable.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "iterable": Facts(config=IterableConfig, connect=connect, actions=ACTIONS["iterable"]),

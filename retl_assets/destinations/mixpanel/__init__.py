@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/mixpa
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.mixpanel.config import MixpanelConfig
 from retl_assets.destinations.mixpanel.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "mixpanel": Facts(config=MixpanelConfig, connect=connect, actions=ACTIONS["mixpanel"]),

@@ -8,9 +8,9 @@ answers.py reads the errors both meet. The emulator is emulators/salesforce/.
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.salesforce.config import SalesforceConfig
 from retl_assets.destinations.salesforce.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "salesforce": Facts(config=SalesforceConfig, connect=connect, actions=ACTIONS["salesforce"]),

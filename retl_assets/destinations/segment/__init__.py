@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/segme
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.segment.config import SegmentConfig
 from retl_assets.destinations.segment.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "customerio": Facts(config=SegmentConfig, connect=connect, actions=ACTIONS["customerio"]),

@@ -6,9 +6,9 @@ vendor's requests and its answers into outcomes. The emulator is emulators/webho
 
 from __future__ import annotations
 
-from retl_assets.destinations.base import Facts
 from retl_assets.destinations.webhook.config import WebhookConfig
 from retl_assets.destinations.webhook.writer import ACTIONS, connect
+from retl_assets.vendors import Facts
 
 FACTS = {
     "webhook": Facts(config=WebhookConfig, connect=connect, actions=ACTIONS["webhook"]),
