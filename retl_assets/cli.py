@@ -1,4 +1,5 @@
-"""`retl`: validate | preview | sync | status | emulate. Each takes --json for scripts."""
+"""`retl`: validate | preview | sync | status | test-connection | grants | emulate.
+Most take --json for scripts."""
 
 from __future__ import annotations
 
@@ -30,9 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="recent runs with their counts")
     p.add_argument("--limit", type=int, default=10)
     p.add_argument("--json", action="store_true")
-    p = sub.add_parser("test-connection", help="check a destination's credentials")
-    p.add_argument("destination")
+    p = sub.add_parser("test-connection",
+                       help="check a source's or destination's connection and credentials")
+    p.add_argument("name", help="a source or destination of the project")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("grants", help="SQL for a role that may read only what the models read")
+    p.add_argument("source")
+    p.add_argument("--role", default="retl_reader", help="the role (and user) to create")
     p = sub.add_parser("emulate", help="run a destination's local emulator")
     p.add_argument("destination", help="customerio, segment, hubspot, ...")
     p.add_argument("--port", type=int, default=8811)
@@ -129,12 +134,20 @@ def _status(args: argparse.Namespace) -> int:
 def _test_connection(args: argparse.Namespace) -> int:
     from retl_assets.inspect import test_connection
 
-    ok, message = test_connection(args.destination)
+    ok, message = test_connection(args.name)
     if args.json:
-        print(json.dumps({"destination": args.destination, "ok": ok, "message": message}))
+        print(json.dumps({"name": args.name, "ok": ok, "message": message}))
     else:
         print(("ok  " if ok else "ERR ") + message)
     return 0 if ok else 1
+
+
+def _grants(args: argparse.Namespace) -> int:
+    from retl_assets.grants import grants
+    from retl_assets.project import load_project
+
+    print(grants(load_project(), args.source, args.role), end="")
+    return 0
 
 
 def _emulate(args: argparse.Namespace) -> int:
@@ -169,7 +182,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 COMMANDS = {"validate": _validate, "preview": _preview, "sync": _sync, "status": _status,
-            "test-connection": _test_connection, "emulate": _emulate}
+            "test-connection": _test_connection, "grants": _grants, "emulate": _emulate}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,9 @@ from retl_assets.destinations import open_destination
 from retl_assets.errors import RetlError
 from retl_assets.mapping import plan
 from retl_assets.project import Project, load_project
+from retl_assets.project.query import tables_read
 from retl_assets.sources import open_source
+from retl_assets.sources import preview as first_rows
 from retl_assets.state.store import PREFIX, StateStore
 
 
@@ -16,11 +18,18 @@ def _query(project: Project, model: str, limit: int) -> tuple[list[dict[str, str
     m = project.models[model]
     head = StateStore(project.state_dir).head(model)
     sql = m.render_sql(int(head.run_started_at or 0) if m.incremental else 0)
-    source = open_source(project, m.config.source)
-    with source.stream(f"SELECT * FROM (\n{sql}\n) AS retl_preview LIMIT {limit}") as reader:
-        table = reader.read_all()
+    table = first_rows(open_source(project, m.config.source), sql, limit)
     columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
     return columns, table.to_pylist()
+
+
+def tables_of(project: Project, source: str) -> list[str]:
+    """The tables the models on `source` read, as their SQL names them."""
+    found: dict[str, None] = {}
+    for model in project.models.values():
+        if model.config.source == source:
+            found.update(dict.fromkeys(tables_read(model.render_sql(0), model.dialect)))
+    return list(found)
 
 
 def preview(model: str, limit: int = 10) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
@@ -68,13 +77,22 @@ def validate() -> tuple[list[str], list[str]]:
 
 
 def test_connection(name: str) -> tuple[bool, str]:
-    """The vendor's cheapest read-only call, and what its answer means, in plain words."""
+    """A source: connect and read zero rows of each table its models read. A destination:
+    the vendor's cheapest read-only call. Either way, what the answer means in plain words."""
+    project = load_project()
+    if name in project.config.sources:
+        check = open_source(project, name).check(tables_of(project, name))
+        return check.ok, check.message
+    if name not in project.config.destinations:
+        raise RetlError(f"no source or destination named {name!r} "
+                        f"(sources: {', '.join(project.config.sources)}; "
+                        f"destinations: {', '.join(project.config.destinations) or 'none'})")
+    return _test_destination(project, name)
+
+
+def _test_destination(project: Project, name: str) -> tuple[bool, str]:
     import httpx
 
-    project = load_project()
-    if name not in project.config.destinations:
-        raise RetlError(f"no destination named {name!r} "
-                        f"(destinations: {', '.join(project.config.destinations) or 'none'})")
     dest = open_destination(project, name)
     with httpx.Client(timeout=15) as client:
         request = dest.check_request(client)

@@ -1,8 +1,10 @@
-"""The one registry: each destination type -> the folder that speaks it.
+"""The one registry: each destination and source type -> the folder that speaks it.
 
 A destination is its folder under `destinations/` (facts, config, writer), its emulator's
-folder of the same name under `emulators/`, and one line here. The project loader, the CLI
-and the emulator server all read this table; nothing else lists vendors.
+folder of the same name under `emulators/`, and one line here. A source (a warehouse) is its
+folder under `sources/` (facts, config, source) and one line here; a warehouse with no local
+engine has its API's emulator under `emulators/` too. The project loader, the CLI and the
+emulator server all read these tables; nothing else lists vendors.
 """
 
 from __future__ import annotations
@@ -54,9 +56,44 @@ def destination(kind: str | None) -> Facts | None:
 
 
 def emulator_types() -> list[str]:
-    return list(DESTINATIONS)
+    return list(DESTINATIONS) + list(WAREHOUSE_EMULATORS)
 
 
 def emulator(kind: str) -> ModuleType:
-    """The emulator of a destination type: its module offers `make_app`."""
-    return importlib.import_module(f"retl_assets.emulators.{DESTINATIONS[kind]}")
+    """The emulator of a destination or warehouse type: its module offers `make_app`."""
+    folder = DESTINATIONS.get(kind) or WAREHOUSE_EMULATORS[kind]
+    return importlib.import_module(f"retl_assets.emulators.{folder}")
+
+
+# ------------------------------------------------------------------ sources
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What retl knows of one warehouse type, as data, read without importing its driver."""
+
+    config: type  # the source's entry in the project file (a SourceBase)
+    connect: Callable[[str, Any, Any], Any]  # (name, config, project root) -> a Source
+    dialect: str  # sqlglot's name for the warehouse's SQL
+    tested: str  # how far retl's tests reach it, as README says
+    read_only_session: bool = False  # the warehouse itself refuses writes in retl's session
+
+
+SOURCES = {  # type: folder under sources/
+    "duckdb": "duckdb",
+    "postgres": "postgres",
+}
+
+WAREHOUSE_EMULATORS: dict[str, str] = {}  # warehouses without a local engine: their API's
+
+
+def source_types() -> list[str]:
+    return list(SOURCES)
+
+
+def source(kind: str | None) -> SourceFacts | None:
+    """What retl knows of a warehouse type; None for a type it does not know."""
+    folder = SOURCES.get(kind or "")
+    if folder is None:
+        return None
+    return importlib.import_module(f"retl_assets.sources.{folder}").FACTS

@@ -31,7 +31,7 @@ from retl_assets.assets.runtime import (
 from retl_assets.changeset.local import DiffOptions, diff_and_commit
 from retl_assets.errors import DestinationError, ModelError
 from retl_assets.project import Project
-from retl_assets.snapshot.extract import key_error, load_staged, stage
+from retl_assets.snapshot.extract import Limits, key_error, load_staged, stage
 from retl_assets.state.files import remove
 from retl_assets.state.store import Extract, Head, StateStore
 from retl_assets.sync import run_sync
@@ -55,7 +55,8 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
             last_sync_time = int(head.run_started_at or 0) if model.incremental else 0
             source = retl_sources.open(model.config.source)
             staged = stage(name, model.keys, source, model.render_sql(last_sync_time),
-                           store.staged_path(name, run_id), store.root / "tmp")
+                           store.staged_path(name, run_id), store.root / "tmp",
+                           Limits(model.config.max_rows, model.config.max_columns))
             report = staged.keys
             if report is None:  # stage() checks the keys of every extract it stages
                 raise ModelError(f"models/{name}: the extract's keys were not checked")

@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from retl_assets.errors import ProjectError
+from retl_assets.errors import ModelError, ProjectError
+from retl_assets.project.query import QueryRefused, parse_read_only
 from retl_assets.project.schema import (
     MIRROR,
     ModelConfig,
@@ -18,7 +19,7 @@ from retl_assets.project.schema import (
     Secret,
     SyncConfig,
 )
-from retl_assets.vendors import destination
+from retl_assets.vendors import destination, source
 
 DEMO_PROJECT = Path(__file__).resolve().parent.parent / "demo" / "retl.yaml"
 LAST_SYNC_TIME = re.compile(r"\{\{\s*last_sync_time\s*\}\}")
@@ -30,6 +31,7 @@ class Model:
     name: str
     config: ModelConfig
     sql: str  # the query text, `{{last_sync_time}}` not yet rendered
+    dialect: str = "duckdb"  # sqlglot's name for its source's SQL
 
     @property
     def keys(self) -> list[str]:
@@ -40,11 +42,21 @@ class Model:
         return bool(LAST_SYNC_TIME.search(self.sql))
 
     def render_sql(self, last_sync_time: int) -> str:
-        """The query to run; without a trailing `;`, so it can be wrapped in a subquery."""
-        sql = LAST_SYNC_TIME.sub(str(int(last_sync_time)), self.sql).strip()
-        while sql.endswith(";"):
-            sql = sql[:-1].rstrip()
+        """The query to run; without a trailing `;`, so it can be wrapped in a subquery.
+        Checked again here, before every run: the file may have changed since it loaded."""
+        sql = _rendered(self.sql, last_sync_time)
+        try:
+            parse_read_only(sql, self.dialect)
+        except QueryRefused as e:
+            raise ModelError(f"model {self.name!r}: {e}; nothing was run") from None
         return sql
+
+
+def _rendered(sql: str, last_sync_time: int) -> str:
+    sql = LAST_SYNC_TIME.sub(str(int(last_sync_time)), sql).strip()
+    while sql.endswith(";"):
+        sql = sql[:-1].rstrip()
+    return sql
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,9 @@ def load_project(path: str | Path | None = None) -> Project:
         config = ProjectConfig.model_validate(raw)
     except ValidationError as e:
         raise ProjectError(f"{path.name}: " + _describe(e)) from None
-    models = {name: _load_model(path, name, m) for name, m in config.models.items()}
+    _check_sources(path, config)
+    models = {name: _load_model(path, name, m, source(config.sources[m.source].type).dialect)
+              for name, m in config.models.items()}
     _check_references(path, config, models)
     return Project(path=path, config=config, models=models)
 
@@ -122,13 +136,32 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(dict.fromkeys(lines))
 
 
-def _load_model(path: Path, name: str, m: ModelConfig) -> Model:
+def _check_sources(path: Path, config: ProjectConfig) -> None:
+    for name, m in config.models.items():
+        if m.source not in config.sources:
+            raise ProjectError(
+                f"{path.name}: models.{name}.source: no source named {m.source!r} "
+                f"(sources: {', '.join(config.sources) or 'none'})"
+            )
+
+
+def _load_model(path: Path, name: str, m: ModelConfig, dialect: str) -> Model:
+    """The model, its SQL proved one read-only query for its source's dialect."""
+    where = f"{path.name}: models.{name}"
     if m.sql_file is None:
-        return Model(name, m, m.sql or "")
-    sql_path = (path.parent / m.sql_file).resolve()
-    if not sql_path.exists():
-        raise ProjectError(f"models.{name}.sql_file: {m.sql_file} not found next to {path.name}")
-    return Model(name, m, sql_path.read_text())
+        model = Model(name, m, m.sql or "", dialect)
+    else:
+        sql_path = (path.parent / m.sql_file).resolve()
+        if not sql_path.exists():
+            raise ProjectError(f"{where}.sql_file: {m.sql_file} not found next to {path.name}")
+        model = Model(name, m, sql_path.read_text(), dialect)
+    if not model.sql.strip():
+        raise ProjectError(f"{where}.sql is empty")
+    try:
+        parse_read_only(_rendered(model.sql, 0), dialect)
+    except QueryRefused as e:
+        raise ProjectError(f"{where}.{'sql_file' if m.sql_file else 'sql'}: {e}") from None
+    return model
 
 
 # Sync modes users know from Census and drt: offered only where the vendor tells them apart.
@@ -138,14 +171,6 @@ MODES = {"create": "create-only (never touch an existing record)",
 
 def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model]) -> None:
     where = path.name
-    for name, m in config.models.items():
-        if m.source not in config.sources:
-            raise ProjectError(
-                f"{where}: models.{name}.source: no source named {m.source!r} "
-                f"(sources: {', '.join(config.sources) or 'none'})"
-            )
-        if not models[name].sql.strip():
-            raise ProjectError(f"{where}: models.{name}.sql is empty")
     for name, s in config.syncs.items():
         if s.model not in config.models:
             raise ProjectError(

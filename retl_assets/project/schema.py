@@ -31,28 +31,10 @@ Secret = Union[str, EnvRef]
 # ---------------------------------------------------------------- sources
 
 
-class DuckDBSource(Strict):
-    type: Literal["duckdb"]
-    path: str = Field(description="DuckDB file, relative to the project file")
+class SourceBase(Strict):
+    """What every source takes; each source folder's config adds its own fields."""
 
-
-class PostgresSource(Strict):
-    type: Literal["postgres"]
-    dsn: Secret | None = Field(None, description="libpq URI; or the fields below")
-    host: str = "127.0.0.1"
-    port: int = 5432
-    user: str | None = None
-    password: Secret | None = None
-    database: str | None = None
-
-    @model_validator(mode="after")
-    def _dsn_or_fields(self) -> PostgresSource:
-        if self.dsn is None and self.database is None:
-            raise ValueError("give either `dsn` or `database` (with host, port, user, password)")
-        return self
-
-
-SourceConfig = Annotated[Union[DuckDBSource, PostgresSource], Field(discriminator="type")]
+    type: str
 
 
 # ----------------------------------------------------------- destinations
@@ -170,6 +152,8 @@ class ModelConfig(Strict):
     schedule: Schedule | None = None
     trigger: Trigger | None = None
     max_delete_fraction: float = Field(0.5, ge=0, le=1)
+    max_rows: int = Field(40_000_000, ge=1, description="stop a run whose query returns more")
+    max_columns: int = Field(300, ge=1, description="stop a run whose query returns more")
     description: str | None = None
 
     @model_validator(mode="after")
@@ -244,7 +228,7 @@ class SyncConfig(Strict):
 
 
 class ProjectConfig(Strict):
-    sources: dict[str, SourceConfig]
+    sources: dict[str, SourceBase]
     destinations: dict[str, DestinationBase] = Field(default_factory=dict)
     models: dict[str, ModelConfig]
     syncs: dict[str, SyncConfig] = Field(default_factory=dict)
@@ -261,24 +245,36 @@ class ProjectConfig(Strict):
     @field_validator("destinations", mode="before")
     @classmethod
     def _destination_types(cls, entries: Any) -> Any:
-        """Each destination is validated by the config its own module declares."""
-        from retl_assets.vendors import destination
+        """Each destination is validated by the config its own folder declares."""
+        from retl_assets.vendors import destination, destination_types
 
-        if not isinstance(entries, dict):
-            return entries
-        out = {}
-        for name, raw in entries.items():
-            kind = raw.get("type") if isinstance(raw, dict) else None
-            facts = destination(kind)
-            config = facts.config if facts else None
-            if config is None:
-                raise ValueError(f"{name}.type: unknown destination type {kind!r}")
-            try:
-                out[name] = config.model_validate(raw)
-            except ValidationError as e:
-                raise ValueError("; ".join(
-                    f"{name}.{'.'.join(str(p) for p in err['loc'])}: "
-                    + ("unknown field (is it a typo?)" if err["type"] == "extra_forbidden"
-                       else err["msg"].removeprefix("Value error, "))
-                    for err in e.errors())) from None
-        return out
+        return _by_type(entries, "destination", destination, destination_types)
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _source_types(cls, entries: Any) -> Any:
+        """Each source is validated by the config its own folder declares."""
+        from retl_assets.vendors import source, source_types
+
+        return _by_type(entries, "source", source, source_types)
+
+
+def _by_type(entries: Any, what: str, facts_of, types) -> Any:
+    if not isinstance(entries, dict):
+        return entries
+    out = {}
+    for name, raw in entries.items():
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        facts = facts_of(kind)
+        if facts is None:
+            raise ValueError(f"{name}.type: unknown {what} type {kind!r} "
+                             f"({what} types: {', '.join(types())})")
+        try:
+            out[name] = facts.config.model_validate(raw)
+        except ValidationError as e:
+            raise ValueError("; ".join(
+                f"{name}.{'.'.join(str(p) for p in err['loc'])}: "
+                + ("unknown field (is it a typo?)" if err["type"] == "extra_forbidden"
+                   else err["msg"].removeprefix("Value error, "))
+                for err in e.errors())) from None
+    return out

@@ -9,7 +9,8 @@ from pathlib import Path
 import duckdb
 
 from retl_assets.errors import ModelError, SourceError
-from retl_assets.sources import DuckDBSource, Source
+from retl_assets.sources import Source
+from retl_assets.sources.duckdb.source import DuckDBSource
 from retl_assets.state.engine import connect, memory_limit, quote
 from retl_assets.state.files import remove, sql_path, temp_path
 from retl_assets.state.store import FP, PREFIX
@@ -61,9 +62,18 @@ def fingerprint_sql(names: list[str]) -> str:
 STAGED_PARQUET = "FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE 122880"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How big a model's result may be; the project file raises them per model."""
+
+    rows: int = 40_000_000
+    columns: int = 300
+
+
 def stage(model: str, keys: list[str], source: Source, sql: str, path: Path,
-          spill_dir: Path) -> Staged:
-    """Run the model's query and write its rows plus a fingerprint to `path`, whole."""
+          spill_dir: Path, limits: Limits = Limits()) -> Staged:
+    """Run the model's query and write its rows plus a fingerprint to `path`, whole.
+    Reads at most one row past `limits.rows`, so a runaway query stops early."""
     tmp = temp_path(path)
     started = time.monotonic()
     try:
@@ -78,22 +88,23 @@ def stage(model: str, keys: list[str], source: Source, sql: str, path: Path,
                 except duckdb.Error as e:
                     raise SourceError(f"model {model!r}: query failed on source "
                                       f"{source.name!r}: {e}") from None
-                _check_columns(model, keys, names)
-                _copy(con, model, source.name, f"(\n{sql}\n)", names, tmp)
+                _check_columns(model, keys, names, limits)
+                _copy(con, model, source.name, f"(\n{sql}\n)", names, tmp, limits)
         else:
             with source.stream(sql) as reader:
                 names = reader.schema.names
-                _check_columns(model, keys, names)
+                _check_columns(model, keys, names, limits)
                 con = connect(spill_dir)
                 try:
                     con.register("extract", reader)
-                    _copy(con, model, source.name, "extract", names, tmp)
+                    _copy(con, model, source.name, "extract", names, tmp, limits)
                 finally:
                     con.close()
     except BaseException:
         remove(tmp)
         raise
     elapsed = time.monotonic() - started
+    _check_rows(model, tmp, limits)
     tmp.replace(path)
     con = connect(spill_dir)
     try:
@@ -105,15 +116,32 @@ def stage(model: str, keys: list[str], source: Source, sql: str, path: Path,
 
 
 def _copy(con: duckdb.DuckDBPyConnection, model: str, source: str, relation: str,
-          names: list[str], out: Path) -> None:
+          names: list[str], out: Path, limits: Limits) -> None:
     try:
-        con.execute(f"COPY (SELECT *, {fingerprint_sql(names)} AS {FP} FROM {relation} AS q) "
+        con.execute(f"COPY (SELECT *, {fingerprint_sql(names)} AS {FP} FROM "
+                    f"(SELECT * FROM {relation} LIMIT {limits.rows + 1}) AS q) "
                     f"TO {sql_path(out)} ({STAGED_PARQUET})")
     except duckdb.Error as e:
         raise SourceError(f"model {model!r}: query failed on source {source!r}: {e}") from None
 
 
-def _check_columns(model: str, keys: list[str], names: list[str]) -> None:
+def _check_rows(model: str, staged: Path, limits: Limits) -> None:
+    import pyarrow.parquet as pq
+
+    if pq.read_metadata(staged).num_rows > limits.rows:
+        remove(staged)
+        raise ModelError(
+            f"model {model!r}: the query returns more than {limits.rows:,} rows, the limit; "
+            f"nothing was committed. Filter the model, or raise the limit with "
+            f"`max_rows: N` on models.{model} in the project file")
+
+
+def _check_columns(model: str, keys: list[str], names: list[str], limits: Limits) -> None:
+    if len(names) > limits.columns:
+        raise ModelError(
+            f"model {model!r}: the query returns {len(names)} columns, more than the limit of "
+            f"{limits.columns}; nothing was committed. Select fewer columns, or raise the "
+            f"limit with `max_columns: N` on models.{model} in the project file")
     reserved = [n for n in names if n.startswith(PREFIX)]
     if reserved:
         raise ModelError(f"model {model!r}: column names starting with {PREFIX} are reserved: "

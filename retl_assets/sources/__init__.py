@@ -1,26 +1,24 @@
-"""Warehouses behind one small interface: `open_source(project, name).stream(sql)`."""
+"""Warehouses behind one small interface: `open_source(project, name).stream(sql)`.
+
+Each warehouse is a folder here (facts, config, source), registered in `retl_assets.vendors`.
+"""
 
 from __future__ import annotations
 
-from retl_assets.project import Project, resolve_secret
-from retl_assets.project.schema import DuckDBSource as DuckDBConfig
-from retl_assets.sources.base import Source
-from retl_assets.sources.duckdb_source import DuckDBSource
-from retl_assets.sources.postgres_source import PostgresSource
+from typing import TYPE_CHECKING
+
+from retl_assets.sources.base import Check, Source, preview
+
+if TYPE_CHECKING:
+    from retl_assets.project import Project
 
 
 def open_source(project: Project, name: str) -> Source:
+    """The source as configured; its credentials are read from the environment now."""
+    from retl_assets.vendors import source
+
     config = project.config.sources[name]
-    if isinstance(config, DuckDBConfig):
-        return DuckDBSource(name, (project.root / config.path).resolve())
-    where = f"sources.{name}"
-    dsn = resolve_secret(config.dsn, f"{where}.dsn")
-    if dsn:
-        return PostgresSource(name, dsn)
-    return PostgresSource.from_fields(
-        name, config.host, config.port, config.user,
-        resolve_secret(config.password, f"{where}.password"), config.database or "",
-    )
+    return source(config.type).connect(name, config, project.root)
 
 
-__all__ = ["DuckDBSource", "PostgresSource", "Source", "open_source"]
+__all__ = ["Check", "Source", "open_source", "preview"]

@@ -1,18 +1,85 @@
-"""What every source offers: run a SELECT and stream its rows as Arrow record batches."""
+"""What every source offers: check the connection, and stream a read-only query's rows as
+Arrow record batches of bounded size. Preview is a stream read for its first rows only."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 import pyarrow as pa
 
-BATCH_ROWS = 64_000
+BATCH_ROWS = 64_000  # rows per record batch a source yields, at most (memory stays flat)
+
+
+@dataclass(frozen=True)
+class Check:
+    """The answer of `retl test-connection` for a source, in plain words."""
+
+    ok: bool
+    message: str  # names the source; says host unreachable, bad credentials, no such
+    #               database/schema, or which table lacks a grant
 
 
 class Source(Protocol):
     name: str
+    dialect: str  # sqlglot's name for the warehouse's SQL
 
     def stream(self, sql: str) -> AbstractContextManager[pa.RecordBatchReader]:
-        """Open the query and yield its rows as a reader; closes the connection on exit."""
+        """Run one read-only query in a read-only session (where the warehouse has one) and
+        yield its rows as a reader of batches of at most BATCH_ROWS rows; closes on exit.
+        Raises SourceError naming the source, with the warehouse's own first line."""
         ...
+
+    def check(self, tables: Iterable[str]) -> Check:
+        """Connect, then read zero rows of each table the models read (names as the models'
+        SQL spells them), and say plainly what failed first."""
+        ...
+
+
+def preview(source: Source, sql: str, limit: int = 10) -> pa.Table:
+    """The query's first `limit` rows and their types, never the whole result."""
+    with source.stream(f"SELECT * FROM (\n{sql}\n) AS retl_preview LIMIT {int(limit)}") as reader:
+        batches = []
+        rows = 0
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if rows >= limit:
+                break
+        return pa.Table.from_batches(batches, reader.schema).slice(0, limit)
+
+
+def probe_sql(table: str) -> str:
+    """Zero rows of a table: proves it exists and the role may read it, reads nothing."""
+    return f"SELECT * FROM {table} WHERE 1 = 0"
+
+
+def rebatch(reader: pa.RecordBatchReader, rows: int = BATCH_ROWS) -> pa.RecordBatchReader:
+    """The same rows in batches of at most `rows` (drivers may hand over bigger ones)."""
+
+    def batches():
+        for batch in reader:
+            for start in range(0, batch.num_rows, rows):
+                yield batch.slice(start, rows)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+# SQLSTATE classes as PostgreSQL defines them; Redshift, Snowflake and Databricks use the same
+# codes for these failures, so `retl test-connection` reads the code, never the message.
+SQLSTATE_MEANING = {
+    "08": "cannot reach the server",
+    "28": "the server refused the credentials",
+    "3D": "no such database",
+    "3F": "no such schema",
+    "42501": "the role lacks a grant to read",
+    "42P01": "no such table (or the role cannot see it)",
+}
+
+
+def sqlstate_meaning(code: str | None) -> str | None:
+    if not code:
+        return None
+    return SQLSTATE_MEANING.get(code) or SQLSTATE_MEANING.get(code[:2])

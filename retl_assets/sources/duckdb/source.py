@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -10,10 +10,12 @@ import duckdb
 import pyarrow as pa
 
 from retl_assets.errors import SourceError
-from retl_assets.sources.base import BATCH_ROWS
+from retl_assets.sources.base import BATCH_ROWS, Check, probe_sql
 
 
 class DuckDBSource:
+    dialect = "duckdb"
+
     def __init__(self, name: str, path: Path):
         self.name = name
         self.path = path
@@ -42,3 +44,22 @@ class DuckDBSource:
             except duckdb.Error as e:
                 raise SourceError(f"source {self.name!r}: query failed: {e}") from None
             yield reader
+
+    def check(self, tables: Iterable[str]) -> Check:
+        tables = list(tables)
+        try:
+            with self.connect() as con:
+                for table in tables:
+                    try:
+                        con.execute(probe_sql(table))
+                    except duckdb.CatalogException as e:
+                        return Check(False, f"{self.name}: table {table}: no such table "
+                                            f"({str(e).splitlines()[0]})")
+                    except duckdb.Error as e:
+                        return Check(False, f"{self.name}: table {table}: cannot read "
+                                            f"({str(e).splitlines()[0]})")
+        except SourceError as e:
+            return Check(False, e.description.replace(f"source {self.name!r}: ",
+                                                      f"{self.name}: ", 1))
+        return Check(True, f"{self.name}: opened {self.path.name} read-only; "
+                           f"{len(tables)} tables readable")

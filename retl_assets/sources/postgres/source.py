@@ -1,0 +1,136 @@
+"""PostgreSQL through ADBC, which streams Arrow via COPY, in a read-only session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from urllib.parse import quote
+
+import pyarrow as pa
+
+from retl_assets.errors import SourceError
+from retl_assets.sources.base import Check, probe_sql, rebatch, sqlstate_meaning
+
+
+class PostgresSource:
+    dialect = "postgres"
+
+    def __init__(self, name: str, dsn: str):
+        self.name = name
+        self._dsn = dsn  # holds the password: never log it
+
+    def __repr__(self) -> str:
+        return f"PostgresSource({self.name!r})"
+
+    @classmethod
+    def from_fields(cls, name: str, host: str, port: int, user: str | None,
+                    password: str | None, database: str) -> PostgresSource:
+        auth = quote(user or "", safe="")
+        if password:
+            auth += ":" + quote(password, safe="")
+        at = f"{auth}@" if auth else ""
+        return cls(name, f"postgresql://{at}{host}:{port}/{quote(database, safe='')}")
+
+    @contextmanager
+    def _session(self):
+        """A connection whose every transaction is read-only. One query runs per session:
+        a function that flips the default back (set_config) still runs read-only itself."""
+        import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi as pg
+
+        try:
+            con = pg.connect(self._dsn, autocommit=True)
+            con.cursor().execute("SET default_transaction_read_only = on")
+        except adbc_driver_manager.Error as e:
+            raise SourceError(f"source {self.name!r}: {_connect_failure(e)}") from None
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
+        import adbc_driver_manager
+
+        with self._session() as con:
+            cur = con.cursor()
+            try:
+                cur.execute(sql)
+                reader = cur.fetch_record_batch()
+            except adbc_driver_manager.Error as e:
+                raise SourceError(f"source {self.name!r}: query failed: {_clean(e)}") from None
+            yield _failing_as(self.name, rebatch(_normalise(reader)))
+
+    def check(self, tables: Iterable[str]) -> Check:
+        import adbc_driver_manager
+
+        tables = list(tables)
+        try:
+            with self._session() as con:
+                cur = con.cursor()
+                for table in tables:
+                    try:
+                        cur.execute(probe_sql(table))
+                        cur.fetch_arrow_table()
+                    except adbc_driver_manager.Error as e:
+                        meaning = sqlstate_meaning(getattr(e, "sqlstate", None)) or "cannot read"
+                        return Check(False, f"{self.name}: table {table}: {meaning} "
+                                            f"({_clean(e)})")
+        except SourceError as e:
+            return Check(False, e.description.replace(f"source {self.name!r}: ",
+                                                      f"{self.name}: ", 1))
+        return Check(True, f"{self.name}: connected; read-only session; "
+                           f"{len(tables)} tables readable")
+
+
+def _normalise(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Give types the driver leaves opaque a real Arrow type: NUMERIC becomes a decimal
+    (precision and scale from its typmod; float64 when unconstrained), others their text."""
+    fields, casts = [], {}
+    for i, f in enumerate(reader.schema):
+        if isinstance(f.type, pa.BaseExtensionType) and getattr(f.type, "type_name", "") == "numeric":
+            typmod = int((f.metadata or {}).get(b"POSTGRESQL:typmod", b"-1"))
+            target = pa.float64()
+            if typmod >= 4 and ((typmod - 4) >> 16) <= 38:
+                target = pa.decimal128((typmod - 4) >> 16, (typmod - 4) & 0xFFFF)
+            casts[i] = target
+        elif isinstance(f.type, pa.BaseExtensionType) and f.type.extension_name == "arrow.opaque":
+            casts[i] = f.type.storage_type
+        fields.append(pa.field(f.name, casts.get(i, f.type), f.nullable))
+    if not casts:
+        return reader
+    schema = pa.schema(fields)
+
+    def batches():
+        for batch in reader:
+            cols = [c.storage.cast(casts[i]) if i in casts else c
+                    for i, c in enumerate(batch.columns)]
+            yield pa.RecordBatch.from_arrays(cols, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _failing_as(name: str, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """The server's errors while rows stream (a read-only refusal, say) as SourceErrors."""
+
+    def batches():
+        try:
+            yield from reader
+        except pa.ArrowException as e:
+            raise SourceError(f"source {name!r}: query failed: {_clean(e)}") from None
+
+    return pa.RecordBatchReader.from_batches(reader.schema, batches())
+
+
+def _connect_failure(error: Exception) -> str:
+    """libpq gives no SQLSTATE for a refused connection: a FATAL line is the server's own
+    refusal (no such database, bad password, unknown role); anything else never reached it."""
+    text = _clean(error)
+    if "FATAL:" in text:
+        return "the server refused the connection: " + text.split("FATAL:", 1)[1].strip()
+    return f"cannot reach the server: {text.split('failed:', 1)[-1].strip()}"
+
+
+def _clean(error: Exception) -> str:
+    # The driver's message is useful; its first line is enough and never holds the DSN.
+    return str(error).strip().splitlines()[0]
