@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate-429", type=float, default=0.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--rate-limit", help="N/SECONDS, e.g. 3000/3")
+    p.add_argument("--database", help="the DuckDB file a warehouse emulator (bigquery, "
+                                      "databricks) answers queries from")
     args = parser.parse_args(argv)
     if args.project:
         os.environ["RETL_PROJECT"] = args.project
@@ -167,8 +169,14 @@ def _emulate(args: argparse.Namespace) -> int:
     keys = set(args.keys or [])
     if not keys and args.destination in ("customerio", "segment") and os.environ.get("CIO_WRITE_KEY"):
         keys = {os.environ["CIO_WRITE_KEY"]}
+    options = {}
+    if args.destination in vendors.WAREHOUSE_EMULATORS:
+        if not args.database:
+            raise RetlError(f"the {args.destination} emulator needs --database FILE.duckdb "
+                            "to answer queries from")
+        options["database"] = args.database
     app = vendors.emulator(args.destination).make_app(args.destination, keys or None, faults,
-                                                      limit)
+                                                      limit, **options)
     print(f"{args.destination} emulator on http://127.0.0.1:{args.port} "
           f"(state: /_emulator/state)", flush=True)
     serve_forever(app, args.port)

@@ -36,7 +36,14 @@ def grants(project: Project, source: str, role: str = "retl_reader") -> str:
             f"{len(tables)} table(s) that models {', '.join(models) or '(none)'} read.\n"
             "-- Review, replace the <placeholders>, and run as an administrator. "
             "Re-run `retl grants` when a model reads a new table.\n")
-    return head + "\n".join(RENDER[kind](role, tables, config)) + "\n"
+    lines = RENDER[kind](role, tables, config)
+    in_warehouse = [m.name for m in project.models.values()
+                    if m.config.source == source and m.config.diff == "in_warehouse"]
+    if in_warehouse and kind in STATE:
+        lines += [f"-- models {', '.join(in_warehouse)} diff in the warehouse: the role owns "
+                  f"its state schema {config.state_schema}, and writes nothing else"]
+        lines += STATE[kind](role, config.state_schema, config)
+    return head + "\n".join(lines) + "\n"
 
 
 def _tables(project: Project, source: str, kind: str, config) -> list[Table]:
@@ -124,6 +131,21 @@ def _duckdb(role: str, tables: list[Table], config) -> list[str]:
             "change it.",
             *[f"-- reads {t.sql('duckdb')}" for t in tables]]
 
+
+def _postgres_state(role: str, schema: str, config) -> list[str]:
+    return [f"CREATE SCHEMA IF NOT EXISTS {_q(schema, 'postgres')} AUTHORIZATION {role};"]
+
+
+def _snowflake_state(role: str, schema: str, config) -> list[str]:
+    r = role.upper()
+    database = config.model_dump().get("database") or "<database>"
+    where = Table(None, database, schema).sql("snowflake")
+    return [f"CREATE SCHEMA IF NOT EXISTS {where};",
+            f"GRANT USAGE, CREATE TABLE ON SCHEMA {where} TO ROLE {r};"]
+
+
+# Where `diff: in_warehouse` keeps its tables (DuckDB's is a file of retl's own).
+STATE = {"postgres": _postgres_state, "snowflake": _snowflake_state}
 
 RENDER = {"postgres": _postgres, "redshift": _redshift, "snowflake": _snowflake,
           "bigquery": _bigquery, "databricks": _databricks, "duckdb": _duckdb}

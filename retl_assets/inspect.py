@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from retl_assets.destinations import open_destination
-from retl_assets.errors import RetlError
+from retl_assets.errors import RetlError, SourceError
 from retl_assets.mapping import plan
 from retl_assets.project import Project, load_project
 from retl_assets.project.query import tables_read
@@ -18,7 +18,10 @@ def _query(project: Project, model: str, limit: int) -> tuple[list[dict[str, str
     m = project.models[model]
     head = StateStore(project.state_dir).head(model)
     sql = m.render_sql(int(head.run_started_at or 0) if m.incremental else 0)
-    table = first_rows(open_source(project, m.config.source), sql, limit)
+    try:
+        table = first_rows(open_source(project, m.config.source), sql, limit)
+    except SourceError as e:
+        raise SourceError(f"model {model!r}: {e.description}") from None
     columns = [{"name": f.name, "type": str(f.type)} for f in table.schema]
     return columns, table.to_pylist()
 
@@ -49,7 +52,7 @@ def validate() -> tuple[list[str], list[str]]:
         try:
             cols, _ = _query(project, name, 0)
         except RetlError as e:
-            problems.append(f"models.{name}: {e}")
+            problems.append(str(e))  # names the model
             continue
         columns[name] = {c["name"]: c["type"] for c in cols}
         missing = [k for k in model.keys if k not in columns[name]]

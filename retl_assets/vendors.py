@@ -77,14 +77,26 @@ class SourceFacts:
     dialect: str  # sqlglot's name for the warehouse's SQL
     tested: str  # how far retl's tests reach it, as README says
     read_only_session: bool = False  # the warehouse itself refuses writes in retl's session
+    # How the warehouse says a table changed (its Source then offers `version(tables)`);
+    # None: a `source_changed` trigger must name a fingerprint query.
+    change_marker: str | None = None
+    # Its Source offers `state_session(schema)`: `diff: in_warehouse` works on it.
+    in_warehouse: bool = False
 
 
 SOURCES = {  # type: folder under sources/
     "duckdb": "duckdb",
     "postgres": "postgres",
+    "redshift": "redshift",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+    "databricks": "databricks",
 }
 
-WAREHOUSE_EMULATORS: dict[str, str] = {}  # warehouses without a local engine: their API's
+WAREHOUSE_EMULATORS = {  # warehouses without a local engine: the emulator of their API
+    "bigquery": "bigquery",
+    "databricks": "databricks",
+}
 
 
 def source_types() -> list[str]:

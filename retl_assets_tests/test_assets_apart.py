@@ -38,7 +38,7 @@ def test_assets_take_the_state_store_and_destinations_as_resources(workspace, em
     needs = {key.to_user_string(): a.required_resource_keys - {"io_manager"}
              for a in defs.assets for key in a.keys}
     assert needs[MODEL] == {"retl_state", "retl_sources"}
-    assert needs[DIFF] == {"retl_state"}
+    assert needs[DIFF] == {"retl_state", "retl_sources"}  # `diff: in_warehouse` runs there
     assert needs[SYNC] == {"retl_state", "retl_destinations"}
 
     # The environment read after the Definitions were built changes nothing in a run...

@@ -92,3 +92,68 @@ def test_schedules_become_crons():
     assert Schedule(every="1d").to_cron() == "0 0 * * *"
     assert Schedule(cron="0 9 * * 1-5").to_cron() == "0 9 * * 1-5"
     assert Schedule(days=["mon", "thu"], at="09:30").to_cron() == "30 9 * * 1,4"
+
+
+WATCHED = ("schedule: {every: 15m}",
+           "trigger: {source_changed: {every: 1m, fingerprint: "
+           "'SELECT max(updated_at), count(*) FROM contacts'}}")
+
+
+def _tick(sensor, defs, ws, cursor=None):
+    return sensor.evaluate_tick(build_sensor_context(
+        repository_def=defs.get_repository_def(), instance=ws.instance, cursor=cursor))
+
+
+def test_source_changed_sensor_runs_only_when_the_data_changed(workspace, emulator):
+    from dagster._core.test_utils import create_run_for_test
+
+    workspace.write((workspace.root / "retl.yaml").read_text().replace(*WATCHED))
+    defs = build_retl_definitions(workspace.project)
+    sensor = defs.get_sensor_def("retl_contacts_source_changed")
+    assert sensor.minimum_interval_seconds == 60
+
+    first = _tick(sensor, defs, workspace)
+    assert len(first.run_requests) == 1
+    assert first.run_requests[0].tags["retl/why"] == "first check of its source"
+    same = _tick(sensor, defs, workspace, first.cursor)
+    assert not same.run_requests and "unchanged" in same.skip_message
+
+    workspace.sql("UPDATE contacts SET updated_at = TIMESTAMP '2027-01-01' WHERE id = 'u000001'")
+    changed = _tick(sensor, defs, workspace, first.cursor)
+    assert len(changed.run_requests) == 1
+    assert changed.run_requests[0].tags["retl/why"] == "the tables it reads changed"
+
+    # The run asked for failed: the same data is asked for again, under a new run key.
+    key = changed.run_requests[0].run_key
+    create_run_for_test(workspace.instance, job_name="other", tags={"dagster/run_key": key},
+                        status=DagsterRunStatus.FAILURE)
+    retry = _tick(sensor, defs, workspace, changed.cursor)
+    assert len(retry.run_requests) == 1 and retry.run_requests[0].run_key != key
+    assert retry.run_requests[0].tags["retl/why"] == "its last run failed"
+
+    thread, _ = slow_run_in_background(workspace, emulator)
+    busy = _tick(sensor, defs, workspace, retry.cursor)
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the background run did not finish"
+    assert not busy.run_requests and "not checking the source" in busy.skip_message
+
+
+def test_a_source_changed_trigger_needs_a_fingerprint_where_the_warehouse_has_no_marker(
+        workspace):
+    import pytest
+
+    from retl_assets.errors import ProjectError
+
+    text = (workspace.root / "retl.yaml").read_text()
+    workspace.write(text.replace("schedule: {every: 15m}",
+                                 "trigger: {source_changed: {every: 5m}}"))
+    with pytest.raises(ProjectError, match="trigger.source_changed.fingerprint: duckdb cannot"):
+        workspace.project
+    workspace.write(text.replace("schedule: {every: 15m}", "trigger: {source_changed: "
+                                 "{fingerprint: 'DELETE FROM contacts RETURNING 1'}}"))
+    with pytest.raises(ProjectError, match="fingerprint: its SQL contains DELETE"):
+        workspace.project
+    workspace.write(text.replace("schedule: {every: 15m}",
+                                 "trigger: {source_changed: {every: 5s, fingerprint: 'SELECT 1'}}"))
+    with pytest.raises(ProjectError, match="at least 30s"):
+        workspace.project

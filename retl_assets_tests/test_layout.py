@@ -63,3 +63,38 @@ def test_readmes_destinations_table_is_the_registry():
     for row in table.splitlines()[2:]:
         listed |= set(re.findall(r"`([a-z]+)`", row.split("|")[1]))
     assert listed == set(vendors.destination_types())
+
+
+@pytest.mark.parametrize("kind", vendors.source_types())
+def test_every_registered_source_has_its_facts_in_a_folder_that_imports_alone(kind):
+    facts = vendors.source(kind)
+    assert facts is not None and callable(facts.connect) and facts.tested
+    # The type is named as sqlglot names the warehouse's dialect: one word for both.
+    assert facts.dialect == kind
+    run = subprocess.run([sys.executable, "-c", f"import retl_assets.sources.{kind}"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-1500:]
+    if facts.in_warehouse:
+        source_module = (PACKAGE / "sources" / vendors.SOURCES[kind] / "source.py").read_text()
+        assert "def state_session" in source_module
+    if facts.change_marker:
+        source_module = (PACKAGE / "sources" / vendors.SOURCES[kind] / "source.py").read_text()
+        assert "def version" in source_module
+
+
+def test_emulators_and_sources_are_independent_oracles():
+    # A warehouse emulator that reused the source's code would agree with it by construction.
+    for path in (PACKAGE / "emulators").rglob("*.py"):
+        wrong = {m for m in imports(path) if m.startswith("retl_assets.sources")}
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+    for path in (PACKAGE / "sources").rglob("*.py"):
+        wrong = {m for m in imports(path)
+                 if m.startswith(("retl_assets.destinations", "retl_assets.emulators"))}
+        assert not wrong, f"{path.relative_to(ROOT)} imports {sorted(wrong)}"
+
+
+def test_readmes_warehouse_table_is_the_registry():
+    text = (ROOT / "README.md").read_text()
+    table = text.split("| type | connects with |", 1)[1].split("\n\n", 1)[0]
+    listed = {re.findall(r"`([a-z]+)`", row.split("|")[1])[0] for row in table.splitlines()[2:]}
+    assert listed == set(vendors.source_types())

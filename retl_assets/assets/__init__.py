@@ -13,7 +13,13 @@ from retl_assets.assets.resources import (
     retl_resources,
 )
 from retl_assets.assets.translator import RetlAssetData, RetlTranslator
-from retl_assets.automation import model_schedule, model_trigger, partitions_for
+from retl_assets.automation import (
+    model_schedule,
+    model_source_changed,
+    model_trigger,
+    partitions_for,
+)
+from retl_assets.automation.changes import change_marker
 from retl_assets.project import Project
 
 
@@ -59,8 +65,12 @@ def build_retl_definitions(project: Project, translator: RetlTranslator | None =
         jobs.append(job)
         if model.config.schedule:
             schedules.append(model_schedule(model, job))
-        if model.config.trigger:
+        trigger = model.config.trigger
+        if trigger and trigger.asset is not None:
             sensors.append(model_trigger(model, job))
+        elif trigger:
+            sensors.append(model_source_changed(
+                model, job, lambda model=model: change_marker(project, model)))
     return Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors,
                        resources=retl_resources(project))
 

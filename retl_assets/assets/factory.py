@@ -31,9 +31,15 @@ from retl_assets.assets.runtime import (
 from retl_assets.changeset.local import DiffOptions, diff_and_commit
 from retl_assets.errors import DestinationError, ModelError
 from retl_assets.project import Project
-from retl_assets.snapshot.extract import Limits, key_error, load_staged, stage
+from retl_assets.changeset.in_warehouse import (
+    WarehouseStaged,
+    diff_in_warehouse,
+    drop_orphans,
+    stage_in_warehouse,
+)
+from retl_assets.snapshot.extract import KeyReport, Limits, key_error, load_staged, stage
 from retl_assets.state.files import remove
-from retl_assets.state.store import Extract, Head, StateStore
+from retl_assets.state.store import IN_WAREHOUSE, Extract, Head, StateStore
 from retl_assets.sync import run_sync
 
 KEY_CHECKS = ("primary_key_present", "primary_key_not_null", "primary_key_unique")
@@ -45,6 +51,8 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
                              description=f"{c.replace('_', ' ')}: {', '.join(model.keys)}")
               for c in KEY_CHECKS]
 
+    state_schema = project.config.sources[model.config.source].state_schema
+
     @multi_asset(specs=[spec], check_specs=checks, name=_op_name("model", name))
     def _model(context: AssetExecutionContext, retl_state: RetlStateStore,
                retl_sources: ResourceParam[RetlSources]) -> Iterator:
@@ -54,9 +62,22 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
             head = store.head(name)
             last_sync_time = int(head.run_started_at or 0) if model.incremental else 0
             source = retl_sources.open(model.config.source)
-            staged = stage(name, model.keys, source, model.render_sql(last_sync_time),
-                           store.staged_path(name, run_id), store.root / "tmp",
-                           Limits(model.config.max_rows, model.config.max_columns))
+            _same_mode(name, model.config.diff, head)
+            sql = model.render_sql(last_sync_time)
+            limits = Limits(model.config.max_rows, model.config.max_columns)
+            if model.config.diff == "in_warehouse":
+                with source.state_session(state_schema) as session:
+                    # A new extract supersedes any not yet diffed; the committed stay.
+                    drop_orphans(session, name, keep={
+                        head.snapshot.removeprefix(IN_WAREHOUSE) if head.snapshot else "",
+                        f"{name}__changeset_v{head.version}"})
+                    staged = stage_in_warehouse(name, model.keys, session, sql, run_id, limits)
+                file, preview = IN_WAREHOUSE + staged.table, None
+            else:
+                staged = stage(name, model.keys, source, sql, store.staged_path(name, run_id),
+                               store.root / "tmp", limits)
+                file = str(staged.path.relative_to(store.model_dir(name)))
+                preview = MetadataValue.md(_preview(staged.path))
             report = staged.keys
             if report is None:  # stage() checks the keys of every extract it stages
                 raise ModelError(f"models/{name}: the extract's keys were not checked")
@@ -78,12 +99,12 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
             if message:
                 for r in results:
                     yield r
-                remove(staged.path)
+                if preview is not None:
+                    remove(staged.path)
                 raise ModelError(message)
             # Checked: from here on this extract is the one the next diff takes.
-            store.write_pending_extract(name, Extract(
-                run_id, str(staged.path.relative_to(store.model_dir(name))), staged.rows,
-                run_started_at(context)))
+            store.write_pending_extract(name, Extract(run_id, file, staged.rows,
+                                                      run_started_at(context)))
             context.log.info(f"model {name}: extracted {staged.rows} rows; diffs/{name} "
                              f"compares them with snapshot v{head.version}")
             yield MaterializeResult(
@@ -96,7 +117,8 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
                     "incremental": model.incremental,
                     "dagster/column_schema": TableSchema(
                         columns=[TableColumn(n, t) for n, t in staged.columns]),
-                    "preview": MetadataValue.md(_preview(staged.path)),
+                    "diff": model.config.diff,
+                    **({"preview": preview} if preview is not None else {}),
                 },
                 check_results=results,
             )
@@ -107,8 +129,11 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
 def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition:
     model = project.models[name]
 
+    state_schema = project.config.sources[model.config.source].state_schema
+
     @multi_asset(specs=[spec], name=_op_name("diff", name))
-    def _diff(context: AssetExecutionContext, retl_state: RetlStateStore) -> Iterator:
+    def _diff(context: AssetExecutionContext, retl_state: RetlStateStore,
+              retl_sources: ResourceParam[RetlSources]) -> Iterator:
         with model_lease(context, retl_state.open(), name) as store:
             # The newest checked extract, from this run or an earlier models/M-only one.
             extract = store.pending_extract(name)
@@ -116,15 +141,24 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 raise ModelError(_no_new_snapshot(name, store.head(name)))
             # The extracting run's start, not ours: {{last_sync_time}} must not skip the
             # rows that changed between the extract and this diff.
-            changeset = diff_and_commit(
-                store, name, model.keys, load_staged(store.model_dir(name) / extract.file),
-                context.run.run_id, extract.run_started_at,
-                DiffOptions(keep_columns=project.kept_columns(name),
-                            max_delete_fraction=model.config.max_delete_fraction,
-                            allow_mass_delete=tag_on(context, ALLOW_MASS_DELETE_TAG),
-                            incremental=model.incremental),
-                partition=context.partition_key if context.has_partition_key else None,
-            )
+            options = DiffOptions(keep_columns=project.kept_columns(name),
+                                  max_delete_fraction=model.config.max_delete_fraction,
+                                  allow_mass_delete=tag_on(context, ALLOW_MASS_DELETE_TAG),
+                                  incremental=model.incremental)
+            partition = context.partition_key if context.has_partition_key else None
+            if extract.file.startswith(IN_WAREHOUSE):
+                need_full = tag_on(context, FULL_RESYNC_TAG) or any(
+                    store.sync_state(s).cursor is None for s in project.syncs_of(name))
+                source = retl_sources.open(model.config.source)
+                with source.state_session(state_schema) as session:
+                    changeset = diff_in_warehouse(
+                        store, session, name, model.keys, _warehouse_staged(extract),
+                        context.run.run_id, extract.run_started_at, options, need_full,
+                        partition)
+            else:
+                changeset = diff_and_commit(
+                    store, name, model.keys, load_staged(store.model_dir(name) / extract.file),
+                    context.run.run_id, extract.run_started_at, options, partition=partition)
             store.clear_pending_extract(name)
             context.log.info(f"model {name}: {changeset.counts} (changeset {changeset.seq}, "
                              f"extracted by run {extract.run_id})")
@@ -205,6 +239,23 @@ def _drop_superseded_extracts(store: StateStore, name: str) -> None:
     store.clear_pending_extract(name)
     for old in (store.model_dir(name) / "staged").glob("*.parquet"):
         remove(old)
+
+
+def _same_mode(name: str, diff: str, head: Head) -> None:
+    if head.snapshot is None or head.snapshot.startswith(IN_WAREHOUSE) == (diff == "in_warehouse"):
+        return
+    kept = "in the warehouse" if head.snapshot.startswith(IN_WAREHOUSE) else "locally"
+    raise ModelError(
+        f"model {name!r}: its committed snapshot is kept {kept}, but the project file now "
+        f"says `diff: {diff}`; nothing was run. Set the mode back, or start the model afresh "
+        f"(remove models/{name} and its syncs' folders from the state store): every row is "
+        f"then sent again as new")
+
+
+def _warehouse_staged(extract: Extract) -> WarehouseStaged:
+    """The checked extract the pending pointer names (its columns are read from the table)."""
+    return WarehouseStaged(extract.file.removeprefix(IN_WAREHOUSE), extract.rows, [], 0.0,
+                           KeyReport(extract.rows, 0, 0, [], []))
 
 
 def _no_new_snapshot(name: str, head: Head) -> str:

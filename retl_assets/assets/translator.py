@@ -30,7 +30,7 @@ class RetlTranslator:
         source = project.config.sources[model.config.source].type
         if data.kind == "model":
             deps = []
-            if model.config.trigger:
+            if model.config.trigger and model.config.trigger.asset is not None:
                 deps.append(AssetKey(model.config.trigger.asset_path()))
             return AssetSpec(
                 key=AssetKey(["models", data.name]), group_name=data.model, deps=deps,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -85,3 +88,47 @@ def model_trigger(model: Model, job: UnresolvedAssetJobDefinition) -> SensorDefi
                           tags={"retl/model": model.name, "retl/trigger": "asset"})
 
     return _trigger
+
+
+def model_source_changed(model: Model, job: UnresolvedAssetJobDefinition,
+                         marker: Callable[[], str]) -> SensorDefinition:
+    """Run the model when `marker()` (see automation.changes) differs from the one its last
+    run saw. The cursor keeps that marker and the run asked for; a marker is only consumed
+    once a run has been requested for it, and a failed run is asked for again."""
+    trigger = model.config.trigger
+    changed = trigger.source_changed if trigger else None
+    if changed is None:
+        raise ProjectError(f"models.{model.name}.trigger.source_changed: the model has none")
+
+    @sensor(name=f"retl_{model.name}_source_changed", job=job,
+            minimum_interval_seconds=changed.seconds, default_status=DefaultSensorStatus.STOPPED,
+            description=f"Sync model {model.name} when the tables it reads change "
+                        f"(checked every {changed.every})")
+    def _source_changed(context: SensorEvaluationContext):
+        busy = run_in_progress(context.instance, job.name)
+        if busy:
+            return SkipReason(f"model {model.name}: not checking the source, {busy}")
+        seen = json.loads(context.cursor) if context.cursor else {}
+        now = marker()
+        if now == seen.get("marker"):
+            if not _failed(context.instance, seen.get("run_key")):
+                return SkipReason(f"model {model.name}: the tables it reads are unchanged")
+            why, attempt = "its last run failed", int(seen.get("attempt", 0)) + 1
+        else:
+            why = "the tables it reads changed" if seen else "first check of its source"
+            attempt = 0
+        run_key = f"{model.name}-{now}-{attempt}"
+        context.update_cursor(json.dumps({"marker": now, "run_key": run_key,
+                                          "attempt": attempt}))
+        return RunRequest(run_key=run_key, partition_key=current_partition(partitions_for(model)),
+                          tags={"retl/model": model.name, "retl/trigger": "source_changed",
+                                "retl/why": why})
+
+    return _source_changed
+
+
+def _failed(instance: DagsterInstance, run_key: str | None) -> bool:
+    if not run_key:
+        return False
+    runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    return bool(runs) and runs[0].status == DagsterRunStatus.FAILURE

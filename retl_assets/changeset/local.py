@@ -74,7 +74,7 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
             if head.fingerprint != FINGERPRINT and head.full:
                 base = _refingerprint(con, mdir / head.full, base, keys, options)
             counts = _changed_keys(con, new, base, keys, options.incremental)
-            _guard(model, head.rows, counts.get("deleted", 0), options)
+            guard_deletes(model, head.rows, counts.get("deleted", 0), options)
             _write_changes(con, new, base, keys, seq, tmp_log)
         added, updated, deleted = (counts.get(k, 0) for k in ("added", "updated", "deleted"))
         snap, full, rows = _write_snapshot(con, store, model, version, staged, base, keys, options)
@@ -117,7 +117,7 @@ def _refingerprint(con, full: Path, base: Path, keys: list[str], options: DiffOp
     return base
 
 
-def _guard(model: str, base_rows: int, deleted: int, options: DiffOptions) -> None:
+def guard_deletes(model: str, base_rows: int, deleted: int, options: DiffOptions) -> None:
     if options.allow_mass_delete or not base_rows:
         return
     if deleted > options.max_delete_fraction * base_rows:

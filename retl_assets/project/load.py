@@ -161,6 +161,12 @@ def _load_model(path: Path, name: str, m: ModelConfig, dialect: str) -> Model:
         parse_read_only(_rendered(model.sql, 0), dialect)
     except QueryRefused as e:
         raise ProjectError(f"{where}.{'sql_file' if m.sql_file else 'sql'}: {e}") from None
+    changed = m.trigger.source_changed if m.trigger else None
+    if changed and changed.fingerprint:
+        try:
+            parse_read_only(changed.fingerprint, dialect)
+        except QueryRefused as e:
+            raise ProjectError(f"{where}.trigger.source_changed.fingerprint: {e}") from None
     return model
 
 
@@ -171,6 +177,21 @@ MODES = {"create": "create-only (never touch an existing record)",
 
 def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model]) -> None:
     where = path.name
+    for name, m in config.models.items():
+        changed = m.trigger.source_changed if m.trigger else None
+        kind = config.sources[m.source].type
+        if m.diff == "in_warehouse" and not source(kind).in_warehouse:
+            raise ProjectError(f"{where}: models.{name}.diff: {kind} sources diff locally; "
+                               "`in_warehouse` works on duckdb, postgres and snowflake")
+        if m.diff == "in_warehouse" and models[name].incremental:
+            raise ProjectError(f"{where}: models.{name}.diff: an incremental model "
+                               "({{last_sync_time}}) diffs locally; `in_warehouse` compares "
+                               "whole snapshots")
+        if changed and not changed.fingerprint and source(kind).change_marker is None:
+            raise ProjectError(
+                f"{where}: models.{name}.trigger.source_changed.fingerprint: {kind} cannot say "
+                "when a table last changed; name a cheap query whose answer changes with the "
+                "data, e.g. SELECT max(updated_at), count(*) FROM the table")
     for name, s in config.syncs.items():
         if s.model not in config.models:
             raise ProjectError(

@@ -6,7 +6,7 @@ Every model forbids unknown fields, so a typo in the file is an error that names
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -35,6 +35,8 @@ class SourceBase(Strict):
     """What every source takes; each source folder's config adds its own fields."""
 
     type: str
+    state_schema: str = Field("retl_state", description="where `diff: in_warehouse` models "
+                                                        "keep their snapshots, in the warehouse")
 
 
 # ----------------------------------------------------------- destinations
@@ -135,12 +137,52 @@ def _parse_at(at: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-class Trigger(Strict):
-    """Run the model when an upstream Dagster asset materialises."""
+class SourceChanged(Strict):
+    """Ask the warehouse every `every` whether the tables the model reads changed."""
 
-    asset: str | list[str]
+    every: str = "1m"
+    fingerprint: str | None = Field(
+        None, description="a cheap read-only query whose answer changes when the data does, "
+                          "e.g. SELECT max(updated_at), count(*) FROM contacts; required where "
+                          "the warehouse cannot say when a table last changed")
+
+    @field_validator("every")
+    @classmethod
+    def _interval(cls, every: str) -> str:
+        interval_seconds(every)  # raises ValueError with the reason
+        return every
+
+    @property
+    def seconds(self) -> int:
+        return interval_seconds(self.every)
+
+
+def interval_seconds(every: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*(s|m|min|h)\s*", every)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"every {every!r}: use seconds, minutes or hours, like 30s, 1m, 2h")
+    seconds = int(m.group(1)) * {"s": 1, "m": 60, "min": 60, "h": 3600}[m.group(2)]
+    if seconds < 30:
+        raise ValueError(f"every {every!r}: at least 30s (each check is a warehouse query)")
+    return seconds
+
+
+class Trigger(Strict):
+    """Run the model when an upstream Dagster asset materialises (`asset`), or when the
+    tables its SQL reads change in the warehouse (`source_changed`)."""
+
+    asset: str | list[str] | None = None
+    source_changed: SourceChanged | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Trigger:
+        if (self.asset is None) == (self.source_changed is None):
+            raise ValueError("give exactly one of `asset` or `source_changed`")
+        return self
 
     def asset_path(self) -> list[str]:
+        if self.asset is None:
+            raise ValueError("this trigger watches the source, not an asset")
         return self.asset.split("/") if isinstance(self.asset, str) else list(self.asset)
 
 
@@ -152,6 +194,9 @@ class ModelConfig(Strict):
     schedule: Schedule | None = None
     trigger: Trigger | None = None
     max_delete_fraction: float = Field(0.5, ge=0, le=1)
+    diff: Literal["local", "in_warehouse"] = Field(
+        "local", description="in_warehouse: the snapshot stays in the source's state schema "
+                             "and only changed rows leave the warehouse")
     max_rows: int = Field(40_000_000, ge=1, description="stop a run whose query returns more")
     max_columns: int = Field(300, ge=1, description="stop a run whose query returns more")
     description: str | None = None

@@ -88,12 +88,12 @@ def stage(model: str, keys: list[str], source: Source, sql: str, path: Path,
                 except duckdb.Error as e:
                     raise SourceError(f"model {model!r}: query failed on source "
                                       f"{source.name!r}: {e}") from None
-                _check_columns(model, keys, names, limits)
+                check_columns(model, keys, names, limits)
                 _copy(con, model, source.name, f"(\n{sql}\n)", names, tmp, limits)
         else:
             with source.stream(sql) as reader:
                 names = reader.schema.names
-                _check_columns(model, keys, names, limits)
+                check_columns(model, keys, names, limits)
                 con = connect(spill_dir)
                 try:
                     con.register("extract", reader)
@@ -130,13 +130,16 @@ def _check_rows(model: str, staged: Path, limits: Limits) -> None:
 
     if pq.read_metadata(staged).num_rows > limits.rows:
         remove(staged)
-        raise ModelError(
-            f"model {model!r}: the query returns more than {limits.rows:,} rows, the limit; "
+        raise ModelError(row_limit_error(model, limits))
+
+
+def row_limit_error(model: str, limits: Limits) -> str:
+    return (f"model {model!r}: the query returns more than {limits.rows:,} rows, the limit; "
             f"nothing was committed. Filter the model, or raise the limit with "
             f"`max_rows: N` on models.{model} in the project file")
 
 
-def _check_columns(model: str, keys: list[str], names: list[str], limits: Limits) -> None:
+def check_columns(model: str, keys: list[str], names: list[str], limits: Limits) -> None:
     if len(names) > limits.columns:
         raise ModelError(
             f"model {model!r}: the query returns {len(names)} columns, more than the limit of "

@@ -83,3 +83,40 @@ def sqlstate_meaning(code: str | None) -> str | None:
     if not code:
         return None
     return SQLSTATE_MEANING.get(code) or SQLSTATE_MEANING.get(code[:2])
+
+
+def refused_connection(first_line: str) -> str:
+    """What a failed libpq log-on means. libpq keeps no SQLSTATE for it, so the server's own
+    FATAL line is shown as it is (no such database, bad password, unknown role); a failure
+    without one never reached a server."""
+    if "FATAL:" in first_line:
+        return "the server refused the connection: " + first_line.split("FATAL:", 1)[1].strip()
+    return "cannot reach the server: " + first_line.split("failed:", 1)[-1].strip()
+
+
+class StateSession(Protocol):
+    """A session that writes only retl's state schema in the warehouse (`diff: in_warehouse`):
+    the model's snapshot and changeset are computed there, and only changed rows leave."""
+
+    dialect: str
+
+    def table(self, name: str) -> str:
+        """The quoted, qualified name of a state table."""
+        ...
+
+    def tables(self) -> list[str]:
+        """The names of the tables in the state schema."""
+        ...
+
+    def fingerprint(self, columns: list[str]) -> str:
+        """SQL of a row's fingerprint over the (quoted) columns: any change of a value, NULLs
+        included, changes it, and so does its kind as a destination sees it (7 against '7')."""
+        ...
+
+    def execute(self, sql: str) -> None: ...
+
+    def rows(self, sql: str) -> list[tuple]: ...
+
+    def stream(self, sql: str) -> AbstractContextManager[pa.RecordBatchReader]:
+        """The query's rows in bounded batches; the session stays usable after."""
+        ...

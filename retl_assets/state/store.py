@@ -31,6 +31,10 @@ ATTEMPTS = "__retl_attempts"
 KEYTEXT = "__retl_key"  # the primary key as text
 DEST_ID = "__retl_dest_id"  # the destination's own id of the record
 
+# A snapshot or extract kept in the source's own warehouse (`diff: in_warehouse`) is named
+# by this prefix and its table there, instead of by a file of the store.
+IN_WAREHOUSE = "warehouse:"
+
 
 @dataclass
 class Head:
@@ -95,7 +99,8 @@ class StateStore:
         moved into the snapshots or removed by the commit) or when none was made."""
         data = read_json(self.extract_path(model))
         extract = Extract(**data) if data else None
-        if extract and (self.model_dir(model) / extract.file).exists():
+        if extract and (extract.file.startswith(IN_WAREHOUSE)
+                        or (self.model_dir(model) / extract.file).exists()):
             return extract
         return None
 

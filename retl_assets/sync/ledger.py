@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from retl_assets.errors import ModelError
 from retl_assets.state.engine import quote
 from retl_assets.state.files import read_json, remove, sql_path, temp_path
 from retl_assets.state.store import (
@@ -51,7 +52,13 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
     # than holding rows) takes the snapshot whole.
     full = full or any(store.log_manifest(model, s).get("initial")
                        for s in range((state.cursor or 0) + 1, head.log_seq + 1))
-    if full and head.full:
+    if full and not head.full:
+        # `diff: in_warehouse` brings every row out only when a diff sees a sync needs them.
+        raise ModelError(
+            f"sync {sync!r} must send every row of model {model!r}, whose snapshot is kept in "
+            f"the warehouse; run the model's job (diffs/{model} with it) to bring them out. "
+            "Nothing was sent")
+    if full:
         src = f"read_parquet({sql_path(mdir / head.full)})"
         seq = state.pending_full if state.pending_full is not None else head.log_seq
         parts.append(f"SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {src}")
@@ -71,8 +78,12 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
         # Nothing new and nothing owed. The empty work set still takes the schema of a real
         # one (the snapshot's columns plus retl's own) from the same query below, so every
         # step after it, payload planning included, runs unchanged on zero rows.
-        parts.append(f"SELECT 'added' AS {OP}, {head.log_seq}::BIGINT AS {SEQ}, * "
-                     f"FROM read_parquet({sql_path(mdir / head.full)}) LIMIT 0")
+        shape = (f"SELECT 'added' AS {OP}, {head.log_seq}::BIGINT AS {SEQ}, * "
+                 f"FROM read_parquet({sql_path(mdir / head.full)}) LIMIT 0") if head.full else (
+            # In-warehouse snapshots have no local copy; the newest changeset has the shape.
+            f"SELECT * FROM read_parquet({sql_path(store.log_path(model, head.log_seq))}) "
+            "LIMIT 0")
+        parts.append(shape)
     everything = "\nUNION ALL BY NAME\n".join(parts)
     if not ledger:  # give the union the ledger's columns even on the first run
         everything = (f"SELECT *, NULL::VARCHAR AS {MSGID}, NULL::VARCHAR AS {ERROR}, "

@@ -67,7 +67,8 @@ def closed_port() -> int:
 def test_postgres_streams_bounded_batches_and_previews_ten_rows(workspace, postgres_server,
                                                                 monkeypatch):
     pg_project(workspace, postgres_server, monkeypatch, "SELECT id, email FROM people")
-    run_sql(postgres_server.dsn, "INSERT INTO people SELECT g, NULL FROM generate_series(21, 150000) g")
+    run_sql(postgres_server.dsn,
+            "INSERT INTO people SELECT g, NULL FROM generate_series(21, 150000) g")
     source = open_source(workspace.project, "wh")
     with source.stream("SELECT id, email FROM people") as reader:
         sizes = [b.num_rows for b in reader]
@@ -149,7 +150,8 @@ def test_postgres_grants_let_the_role_read_exactly_the_models_tables(workspace, 
     run_sql(dsn, "DROP SCHEMA IF EXISTS crm CASCADE", "DROP OWNED BY retl_reader",
             "DROP ROLE IF EXISTS retl_reader") if _role_exists(dsn) else None
     run_sql(dsn, "DROP SCHEMA IF EXISTS crm CASCADE", "CREATE SCHEMA crm",
-            "CREATE TABLE crm.scores AS SELECT g AS id, g * 2 AS score FROM generate_series(1, 20) g",
+            "CREATE TABLE crm.scores AS SELECT g AS id, g * 2 AS score "
+            "FROM generate_series(1, 20) g",
             "CREATE TABLE crm.salaries AS SELECT 1 AS id, 100000 AS salary")
     code, out, err = run_retl(workspace, "grants", "wh")
     assert code == 0, err
@@ -166,7 +168,8 @@ def test_postgres_grants_let_the_role_read_exactly_the_models_tables(workspace, 
         cur.execute("SELECT count(*) FROM people JOIN crm.scores USING (id)")
         assert cur.fetchone()[0] == 20
     for forbidden in ("SELECT * FROM crm.salaries", "CREATE TABLE crm.x (a int)"):
-        with pg.connect(reader) as con, pytest.raises(Exception, match="permission denied|read-only"):
+        with pg.connect(reader) as con, \
+                pytest.raises(Exception, match="permission denied|read-only"):
             con.cursor().execute(forbidden)
     monkeypatch.setenv("WAREHOUSE_DSN", reader)
     code, out, _ = run_retl(workspace, "test-connection", "wh", env={"WAREHOUSE_DSN": reader})
@@ -207,7 +210,7 @@ def test_grants_for_each_warehouse_parse_and_name_only_the_models_tables(kind, t
     out = grants(load_project(tmp_path / "retl.yaml"), "wh")
     body = [line for line in out.splitlines() if line and not line.startswith("--")]
     expected = {"snowflake": ["analytics.crm.users", "analytics.public.events"],
-                "bigquery": ["`p1`.`crm`.`users`", "`p1`.`web`.`events`"],
+                "bigquery": ["p1.crm.users", "p1.web.events"],
                 "databricks": ["main.crm.users", "main.web.events"],
                 "redshift": ["crm.users", "public.events"], "duckdb": []}[kind]
     granted = [line for line in body if " SELECT " in line or "dataViewer" in line]
@@ -217,3 +220,29 @@ def test_grants_for_each_warehouse_parse_and_name_only_the_models_tables(kind, t
     for statement in body:
         if not statement.startswith("USE ROLE"):
             sqlglot.parse_one(statement.split("--")[0], read=kind)
+
+
+def test_postgres_grants_for_an_in_warehouse_model_let_it_write_only_its_state(
+        workspace, postgres_server, monkeypatch, emulator):
+    dsn = postgres_server.dsn
+    if _role_exists(dsn):
+        run_sql(dsn, "DROP SCHEMA IF EXISTS retl_state CASCADE", "DROP OWNED BY retl_reader",
+                "DROP ROLE retl_reader")
+    pg_project(workspace, postgres_server, monkeypatch, "SELECT id, email FROM people",
+               url=emulator.url)
+    workspace.write((workspace.root / "retl.yaml").read_text().replace(
+        "    primary_key: id\n", "    primary_key: id\n    diff: in_warehouse\n"))
+    code, out, err = run_retl(workspace, "grants", "wh")
+    assert code == 0, err
+    assert "CREATE SCHEMA IF NOT EXISTS retl_state AUTHORIZATION retl_reader;" in out
+    run_sql(dsn, *[line for line in out.replace("<choose a password>", "pw").splitlines()
+                   if line and not line.startswith("--")])
+    reader = dsn.replace(f"{USER}@", "retl_reader@")
+    monkeypatch.setenv("WAREHOUSE_DSN", reader)
+    run = workspace.sync("people")
+    assert run.status == "success" and run.added == 20, run.errors
+    run_sql(dsn, "UPDATE people SET email = 'new@example.com' WHERE id = 5")
+    run = workspace.sync("people")
+    assert (run.status, run.updated) == ("success", 1), run.errors
+    with pg.connect(reader) as con, pytest.raises(Exception, match="read-only|permission"):
+        con.cursor().execute("UPDATE people SET email = NULL")

@@ -11,7 +11,7 @@ from retl_assets.project import load_project
 from retl_assets.project.load import Model
 from retl_assets.project.query import QueryRefused, parse_read_only, tables_read
 from retl_assets.vendors import source_types
-from retl_assets_tests.sources.test_duckdb_postgres import pg_project, run_sql
+from retl_assets_tests.sources.test_duckdb_postgres import pg_project
 
 # Each kind of statement that writes, per dialect as its users would spell it.
 REFUSED = {

@@ -11,4 +11,5 @@ def _connect(name, config, root):
 
 
 FACTS = SourceFacts(config=DuckDBConfig, connect=_connect, dialect="duckdb",
-                    tested="a real engine (DuckDB files)", read_only_session=True)
+                    tested="a real engine (DuckDB files)", read_only_session=True,
+                    in_warehouse=True)

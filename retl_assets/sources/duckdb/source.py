@@ -63,3 +63,74 @@ class DuckDBSource:
                                                       f"{self.name}: ", 1))
         return Check(True, f"{self.name}: opened {self.path.name} read-only; "
                            f"{len(tables)} tables readable")
+
+    @contextmanager
+    def state_session(self, schema: str) -> Iterator[DuckDBState]:
+        """The warehouse attached read-only, beside a state file of retl's own next to it
+        (`<warehouse>.retl_state.duckdb`): DuckDB lets one process write a file, and the
+        warehouse must stay readable by everyone else and unchangeable by a model."""
+        if not self.path.exists():
+            raise SourceError(f"source {self.name!r}: DuckDB file {self.path} does not exist")
+        state = self.path.with_name(self.path.stem + ".retl_state.duckdb")
+        con = duckdb.connect()
+        try:
+            con.execute("SET enable_progress_bar = false")
+            con.execute(f"ATTACH {_literal(str(state))} AS retl_state_db")
+            con.execute(f"ATTACH {_literal(str(self.path))} AS warehouse (READ_ONLY)")
+            con.execute("USE warehouse")  # the model's names resolve in the warehouse
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS retl_state_db.{_ident(schema)}")
+        except duckdb.Error as e:
+            con.close()
+            raise SourceError(f"source {self.name!r}: cannot open its state file {state}: "
+                              f"{str(e).splitlines()[0]}") from None
+        try:
+            yield DuckDBState(self.name, con, f"retl_state_db.{_ident(schema)}")
+        finally:
+            con.close()
+
+
+class DuckDBState:
+    dialect = "duckdb"
+
+    def __init__(self, name: str, con: duckdb.DuckDBPyConnection, schema: str):
+        self.name, self._con, self._schema = name, con, schema
+
+    def table(self, name: str) -> str:
+        return f"{self._schema}.{_ident(name)}"
+
+    def fingerprint(self, columns: list[str]) -> str:
+        return f"hash({', '.join(columns)})"  # as the local diff's
+
+    def tables(self) -> list[str]:
+        catalog, schema = self._schema.split(".", 1)
+        return [r[0] for r in self.rows(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = "
+            f"{_literal(catalog)} AND table_schema = {_literal(schema.strip(chr(34)))}")]
+
+    def execute(self, sql: str) -> None:
+        self._run(sql)
+
+    def rows(self, sql: str) -> list[tuple]:
+        return self._run(sql).fetchall()
+
+    @contextmanager
+    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
+        try:
+            reader = self._con.sql(sql).to_arrow_reader(BATCH_ROWS)
+        except duckdb.Error as e:
+            raise SourceError(f"source {self.name!r}: {str(e).splitlines()[0]}") from None
+        yield reader
+
+    def _run(self, sql: str):
+        try:
+            return self._con.execute(sql)
+        except duckdb.Error as e:
+            raise SourceError(f"source {self.name!r}: {str(e).splitlines()[0]}") from None
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

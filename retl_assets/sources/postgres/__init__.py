@@ -19,4 +19,4 @@ def _connect(name, config, root):
 
 FACTS = SourceFacts(config=PostgresConfig, connect=_connect, dialect="postgres",
                     tested="a real engine (a PostgreSQL server the tests start)",
-                    read_only_session=True)
+                    read_only_session=True, in_warehouse=True)

@@ -9,7 +9,13 @@ from urllib.parse import quote
 import pyarrow as pa
 
 from retl_assets.errors import SourceError
-from retl_assets.sources.base import Check, probe_sql, rebatch, sqlstate_meaning
+from retl_assets.sources.base import (
+    Check,
+    probe_sql,
+    rebatch,
+    refused_connection,
+    sqlstate_meaning,
+)
 
 
 class PostgresSource:
@@ -42,7 +48,7 @@ class PostgresSource:
             con = pg.connect(self._dsn, autocommit=True)
             con.cursor().execute("SET default_transaction_read_only = on")
         except adbc_driver_manager.Error as e:
-            raise SourceError(f"source {self.name!r}: {_connect_failure(e)}") from None
+            raise SourceError(f"source {self.name!r}: {refused_connection(_clean(e))}") from None
         try:
             yield con
         finally:
@@ -60,6 +66,28 @@ class PostgresSource:
             except adbc_driver_manager.Error as e:
                 raise SourceError(f"source {self.name!r}: query failed: {_clean(e)}") from None
             yield _failing_as(self.name, rebatch(_normalise(reader)))
+
+    @contextmanager
+    def state_session(self, schema: str) -> Iterator[PostgresState]:
+        import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi as pg
+
+        try:
+            con = pg.connect(self._dsn, autocommit=True)
+        except adbc_driver_manager.Error as e:
+            raise SourceError(f"source {self.name!r}: {refused_connection(_clean(e))}") from None
+        try:
+            state = PostgresState(self.name, con, schema)
+            # The one session that writes: a role kept read-only by default (`retl grants`)
+            # writes here, to the schema it owns, and nowhere else it has no grant on.
+            state.execute("SET default_transaction_read_only = off")
+            literal = schema.replace("'", "''")
+            # CREATE ... IF NOT EXISTS still asks for CREATE on the database: ask only if new.
+            if not state.rows(f"SELECT 1 FROM pg_namespace WHERE nspname = '{literal}'"):
+                state.execute(f"CREATE SCHEMA {_ident(schema)}")
+            yield state
+        finally:
+            con.close()
 
     def check(self, tables: Iterable[str]) -> Check:
         import adbc_driver_manager
@@ -110,6 +138,61 @@ def _normalise(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+class PostgresState:
+    """A read-write session for retl's state schema (`diff: in_warehouse`). Only the schema
+    retl owns may be written: `retl grants` gives the role no other write."""
+
+    dialect = "postgres"
+
+    def __init__(self, name: str, con, schema: str):
+        self.name, self._con, self._schema = name, con, schema
+
+    def table(self, name: str) -> str:
+        return f"{_ident(self._schema)}.{_ident(name)}"
+
+    def fingerprint(self, columns: list[str]) -> str:
+        # JSON keeps a value's kind (7 against "7") and NULL apart from every text.
+        return f"md5(json_build_array({', '.join(columns)})::text)"
+
+    def tables(self) -> list[str]:
+        schema = self._schema.replace("'", "''")
+        return [r[0] for r in self.rows(
+            f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'")]
+
+    def execute(self, sql: str) -> None:
+        self._cursor(sql).close()
+
+    def rows(self, sql: str) -> list[tuple]:
+        cur = self._cursor(sql)
+        try:
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
+    @contextmanager
+    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
+        cur = self._cursor(sql)
+        try:
+            yield _failing_as(self.name, rebatch(_normalise(cur.fetch_record_batch())))
+        finally:
+            cur.close()
+
+    def _cursor(self, sql: str):
+        import adbc_driver_manager
+
+        cur = self._con.cursor()
+        try:
+            cur.execute(sql)
+        except adbc_driver_manager.Error as e:
+            cur.close()
+            raise SourceError(f"source {self.name!r}: {_clean(e)}") from None
+        return cur
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _failing_as(name: str, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     """The server's errors while rows stream (a read-only refusal, say) as SourceErrors."""
 
@@ -120,15 +203,6 @@ def _failing_as(name: str, reader: pa.RecordBatchReader) -> pa.RecordBatchReader
             raise SourceError(f"source {name!r}: query failed: {_clean(e)}") from None
 
     return pa.RecordBatchReader.from_batches(reader.schema, batches())
-
-
-def _connect_failure(error: Exception) -> str:
-    """libpq gives no SQLSTATE for a refused connection: a FATAL line is the server's own
-    refusal (no such database, bad password, unknown role); anything else never reached it."""
-    text = _clean(error)
-    if "FATAL:" in text:
-        return "the server refused the connection: " + text.split("FATAL:", 1)[1].strip()
-    return f"cannot reach the server: {text.split('failed:', 1)[-1].strip()}"
 
 
 def _clean(error: Exception) -> str:
