@@ -80,7 +80,7 @@ class SourceFacts:
     # How the warehouse says a table changed (its Source then offers `version(tables)`);
     # None: a `source_changed` trigger must name a fingerprint query.
     change_marker: str | None = None
-    # Its Source offers `state_session(schema)`: `diff: in_warehouse` works on it.
+    # Its Source offers `state_session(schema, model)`: `diff: in_warehouse` works on it.
     in_warehouse: bool = False
 
 

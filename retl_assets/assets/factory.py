@@ -66,7 +66,7 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
             sql = model.render_sql(last_sync_time)
             limits = Limits(model.config.max_rows, model.config.max_columns)
             if model.config.diff == "in_warehouse":
-                with source.state_session(state_schema) as session:
+                with source.state_session(state_schema, name) as session:
                     # A new extract supersedes any not yet diffed; the committed stay.
                     drop_orphans(session, name, keep={
                         head.snapshot.removeprefix(IN_WAREHOUSE) if head.snapshot else "",
@@ -150,7 +150,7 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 need_full = tag_on(context, FULL_RESYNC_TAG) or any(
                     store.sync_state(s).cursor is None for s in project.syncs_of(name))
                 source = retl_sources.open(model.config.source)
-                with source.state_session(state_schema) as session:
+                with source.state_session(state_schema, name) as session:
                     changeset = diff_in_warehouse(
                         store, session, name, model.keys, _warehouse_staged(extract),
                         context.run.run_id, extract.run_started_at, options, need_full,

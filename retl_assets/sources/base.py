@@ -96,7 +96,8 @@ def refused_connection(first_line: str) -> str:
 
 class StateSession(Protocol):
     """A session that writes only retl's state schema in the warehouse (`diff: in_warehouse`):
-    the model's snapshot and changeset are computed there, and only changed rows leave."""
+    the model's snapshot and changeset are computed there, and only changed rows leave.
+    A source opens one with `state_session(schema, model)`."""
 
     dialect: str
 

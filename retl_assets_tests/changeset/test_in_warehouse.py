@@ -124,7 +124,7 @@ class Engine:
                 "SELECT table_name FROM information_schema.tables "
                 "WHERE table_schema = 'retl_state'"))
         if self.kind == "duckdb":
-            con = duckdb.connect(str(self.tmp / "wh.retl_state.duckdb"), read_only=True)
+            con = duckdb.connect(str(self.tmp / "wh.retl_state.people.duckdb"), read_only=True)
             try:
                 return sorted(r[0] for r in con.execute(
                     "SELECT table_name FROM information_schema.tables "

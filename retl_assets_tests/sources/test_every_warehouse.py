@@ -1,6 +1,7 @@
 """Every warehouse as a user meets it: `retl validate | preview | test-connection | sync` and
-`dagster asset materialize`, each a separate process on one project, as far as README says
-each is tested (a real engine, or the emulator of its API started here)."""
+`dagster asset materialize` on one project, as far as README says each is tested (a real
+engine, or the emulator of its API started here). The runs are separate processes on a real
+instance; the three look-only commands run `retl`'s own entry point in this process."""
 
 from __future__ import annotations
 
@@ -140,6 +141,17 @@ def warehouse(kind: str, tmp: Path, request, monkeypatch) -> Iterator[Warehouse]
         raise AssertionError(f"no warehouse set-up for {kind!r}: add one here")
 
 
+def look(capsys, *args: str) -> tuple[int, str]:
+    """A look-only `retl` command through its entry point, as the console script runs it."""
+    from retl_assets.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+    return code, captured.out  # stderr holds the in-process servers' own logs too
+
+
 def run(tmp: Path, *args: str, dagster: bool = False) -> tuple[int, str]:
     env = {**os.environ, "RETL_PROJECT": str(tmp / "retl.yaml"),
            "DAGSTER_HOME": str(tmp / "dagster_home"), "CIO_WRITE_KEY": WRITE_KEY}
@@ -152,19 +164,22 @@ def run(tmp: Path, *args: str, dagster: bool = False) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("kind", source_types())
-def test_a_warehouse_works_through_every_command(kind, tmp_path, request, monkeypatch, emulator):
+def test_a_warehouse_works_through_every_command(kind, tmp_path, request, monkeypatch, emulator,
+                                                 capsys):
     with warehouse(kind, tmp_path, request, monkeypatch) as wh:
         (tmp_path / "retl.yaml").write_text(PROJECT.format(
             kind=kind, source=wh.source, cio=emulator.url, sql=json.dumps(wh.sql)))
+        monkeypatch.setenv("RETL_PROJECT", str(tmp_path / "retl.yaml"))
+        monkeypatch.setenv("CIO_WRITE_KEY", WRITE_KEY)
 
-        code, out = run(tmp_path, "validate", "--json")
+        code, out = look(capsys, "validate", "--json")
         assert code == 0 and json.loads(out.splitlines()[-1])["ok"], out[-2000:]
-        code, out = run(tmp_path, "preview", "people", "--json")
+        code, out = look(capsys, "preview", "people", "--json")
         assert code == 0, out[-2000:]
         preview = json.loads(out.splitlines()[-1])
         assert len(preview["rows"]) == 10
         assert [c["name"].lower() for c in preview["columns"]] == ["id", "email", "score"]
-        code, out = run(tmp_path, "test-connection", "wh", "--json")
+        code, out = look(capsys, "test-connection", "wh", "--json")
         assert code == 0 and json.loads(out.splitlines()[-1])["ok"], out[-2000:]
         assert TOKEN not in out
 

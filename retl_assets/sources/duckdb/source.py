@@ -65,13 +65,14 @@ class DuckDBSource:
                            f"{len(tables)} tables readable")
 
     @contextmanager
-    def state_session(self, schema: str) -> Iterator[DuckDBState]:
-        """The warehouse attached read-only, beside a state file of retl's own next to it
-        (`<warehouse>.retl_state.duckdb`): DuckDB lets one process write a file, and the
-        warehouse must stay readable by everyone else and unchangeable by a model."""
+    def state_session(self, schema: str, model: str) -> Iterator[DuckDBState]:
+        """The warehouse attached read-only, beside a state file of retl's own next to it,
+        one per model (`<warehouse>.<schema>.<model>.duckdb`): one process at a time may
+        write a DuckDB file, two models may run at once, and the warehouse must stay readable
+        by everyone else and unchangeable by a model."""
         if not self.path.exists():
             raise SourceError(f"source {self.name!r}: DuckDB file {self.path} does not exist")
-        state = self.path.with_name(self.path.stem + ".retl_state.duckdb")
+        state = self.path.with_name(f"{self.path.stem}.{schema}.{model}.duckdb")
         con = duckdb.connect()
         try:
             con.execute("SET enable_progress_bar = false")

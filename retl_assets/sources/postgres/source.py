@@ -68,7 +68,7 @@ class PostgresSource:
             yield _failing_as(self.name, rebatch(_normalise(reader)))
 
     @contextmanager
-    def state_session(self, schema: str) -> Iterator[PostgresState]:
+    def state_session(self, schema: str, model: str) -> Iterator[PostgresState]:
         import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as pg
 

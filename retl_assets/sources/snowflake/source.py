@@ -158,7 +158,7 @@ class SnowflakeSource:
     # ------------------------------------------------------- in-warehouse diff
 
     @contextmanager
-    def state_session(self, schema: str) -> Iterator[SnowflakeState]:
+    def state_session(self, schema: str, model: str) -> Iterator[SnowflakeState]:
         """A session that writes `database.schema` (retl's own), for `diff: in_warehouse`.
         The schema is made in a session of its own: Snowflake's CREATE SCHEMA also makes it
         the session's current schema, and the model's names must resolve as configured."""
