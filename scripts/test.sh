@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest -q "$@"
+# Two workers: most tests wait on servers (emulators, PostgreSQL, Dagster runs), not the CPU.
+exec .venv/bin/python -m pytest -q -n 2 "$@"

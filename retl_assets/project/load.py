@@ -183,6 +183,10 @@ def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model
         if m.diff == "in_warehouse" and not source(kind).in_warehouse:
             raise ProjectError(f"{where}: models.{name}.diff: {kind} sources diff locally; "
                                "`in_warehouse` works on duckdb, postgres and snowflake")
+        if m.diff == "in_warehouse" and len(name) > 40:
+            raise ProjectError(f"{where}: models.{name}.diff: an in-warehouse model's name is "
+                               "at most 40 characters: its state tables add up to 22 and "
+                               "PostgreSQL cuts names at 63")
         if m.diff == "in_warehouse" and models[name].incremental:
             raise ProjectError(f"{where}: models.{name}.diff: an incremental model "
                                "({{last_sync_time}}) diffs locally; `in_warehouse` compares "

@@ -250,3 +250,23 @@ def test_only_changed_rows_leave_the_warehouse(engine, instance, emulator, monke
         store.log_path("people", 1), store.log_path("people", 2)]
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{store.log_path('people', 2)}')"
                       ).fetchall()[0][0] == 1
+
+
+def test_the_loader_refuses_what_the_in_warehouse_diff_cannot_do(tmp_path):
+    from retl_assets.errors import ProjectError
+
+    def project(kind: str, model: str, sql: str) -> Path:
+        where = {"duckdb": "path: w.duckdb", "bigquery": "project: p"}[kind]
+        path = tmp_path / "retl.yaml"
+        path.write_text(f"sources:\n  wh: {{type: {kind}, {where}}}\nmodels:\n  {model}:\n"
+                        f"    source: wh\n    primary_key: id\n    diff: in_warehouse\n"
+                        f"    sql: {sql}\n")
+        return path
+
+    with pytest.raises(ProjectError, match="bigquery sources diff locally"):
+        load_project(project("bigquery", "m", "SELECT id FROM t"))
+    with pytest.raises(ProjectError, match="incremental model"):
+        load_project(project("duckdb", "m", "SELECT id FROM t WHERE ts > {{last_sync_time}}"))
+    with pytest.raises(ProjectError, match="at most 40 characters"):
+        load_project(project("duckdb", "m" * 41, "SELECT id FROM t"))
+    assert load_project(project("duckdb", "m" * 40, "SELECT id FROM t")).models

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from retl_assets.errors import SourceError
 from retl_assets.sources.base import BATCH_ROWS, Check, probe_sql
+from retl_assets.state.engine import memory_limit
 
 
 class DuckDBSource:
@@ -76,6 +77,10 @@ class DuckDBSource:
         con = duckdb.connect()
         try:
             con.execute("SET enable_progress_bar = false")
+            # retl's own DuckDB budget, as for the local diff: spill rather than grow.
+            con.execute(f"SET memory_limit = '{memory_limit()}'")
+            con.execute("SET preserve_insertion_order = false")
+            con.execute(f"SET temp_directory = {_literal(str(state) + '.tmp')}")
             con.execute(f"ATTACH {_literal(str(state))} AS retl_state_db")
             con.execute(f"ATTACH {_literal(str(self.path))} AS warehouse (READ_ONLY)")
             con.execute("USE warehouse")  # the model's names resolve in the warehouse
