@@ -3,8 +3,8 @@ Arrow record batches of bounded size. Preview is a stream read for its first row
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +92,36 @@ def refused_connection(first_line: str) -> str:
     if "FATAL:" in first_line:
         return "the server refused the connection: " + first_line.split("FATAL:", 1)[1].strip()
     return "cannot reach the server: " + first_line.split("failed:", 1)[-1].strip()
+
+
+class CursorSession:
+    """`execute`, `rows` and `stream` of a StateSession over a DB-API connection. A subclass
+    says how a statement runs (`_cursor`, raising SourceError) and how a cursor's result
+    becomes bounded Arrow batches (`_reader`)."""
+
+    def _cursor(self, sql: str):
+        raise NotImplementedError
+
+    def _reader(self, cursor) -> pa.RecordBatchReader:
+        raise NotImplementedError
+
+    def execute(self, sql: str) -> None:
+        self._cursor(sql).close()
+
+    def rows(self, sql: str) -> list[tuple]:
+        cur = self._cursor(sql)
+        try:
+            return [tuple(r) for r in cur.fetchall()]
+        finally:
+            cur.close()
+
+    @contextmanager
+    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
+        cur = self._cursor(sql)
+        try:
+            yield self._reader(cur)
+        finally:
+            cur.close()
 
 
 class StateSession(Protocol):

@@ -11,6 +11,7 @@ import pyarrow as pa
 from retl_assets.errors import SourceError
 from retl_assets.sources.base import (
     Check,
+    CursorSession,
     probe_sql,
     rebatch,
     refused_connection,
@@ -138,7 +139,7 @@ def _normalise(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-class PostgresState:
+class PostgresState(CursorSession):
     """A read-write session for retl's state schema (`diff: in_warehouse`). Only the schema
     retl owns may be written: `retl grants` gives the role no other write."""
 
@@ -159,23 +160,8 @@ class PostgresState:
         return [r[0] for r in self.rows(
             f"SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'")]
 
-    def execute(self, sql: str) -> None:
-        self._cursor(sql).close()
-
-    def rows(self, sql: str) -> list[tuple]:
-        cur = self._cursor(sql)
-        try:
-            return [tuple(r) for r in cur.fetchall()]
-        finally:
-            cur.close()
-
-    @contextmanager
-    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
-        cur = self._cursor(sql)
-        try:
-            yield _failing_as(self.name, rebatch(_normalise(cur.fetch_record_batch())))
-        finally:
-            cur.close()
+    def _reader(self, cursor) -> pa.RecordBatchReader:
+        return _failing_as(self.name, rebatch(_normalise(cursor.fetch_record_batch())))
 
     def _cursor(self, sql: str):
         import adbc_driver_manager

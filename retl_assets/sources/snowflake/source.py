@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from retl_assets.errors import SourceError
-from retl_assets.sources.base import Check, probe_sql, rebatch
+from retl_assets.sources.base import Check, CursorSession, probe_sql, rebatch
 
 # Session parameters retl pins. MULTI_STATEMENT_COUNT=1 is Snowflake's default; pinning it
 # here keeps an account- or user-level override (0 = any number) from letting a model's SQL
@@ -247,7 +247,7 @@ class SnowflakeSource:
         return None
 
 
-class SnowflakeState:
+class SnowflakeState(CursorSession):
     dialect = "snowflake"
 
     def __init__(self, name: str, con: Any, database: str, schema: str):
@@ -271,23 +271,8 @@ class SnowflakeState:
         # unsigned 64-bit value that Snowflake's NUMBER cannot carry (Snowflake's own is signed).
         return f"TO_VARCHAR(HASH({', '.join(columns)}))"
 
-    def execute(self, sql: str) -> None:
-        self._cursor(sql).close()
-
-    def rows(self, sql: str) -> list[tuple]:
-        cur = self._cursor(sql)
-        try:
-            return [tuple(r) for r in cur.fetchall()]
-        finally:
-            cur.close()
-
-    @contextmanager
-    def stream(self, sql: str) -> Iterator[pa.RecordBatchReader]:
-        cur = self._cursor(sql)
-        try:
-            yield rebatch(_arrow_reader(cur, self.name))
-        finally:
-            cur.close()
+    def _reader(self, cursor: Any) -> pa.RecordBatchReader:
+        return rebatch(_arrow_reader(cursor, self.name))
 
     def _cursor(self, sql: str) -> Any:
         from snowflake.connector import errors
