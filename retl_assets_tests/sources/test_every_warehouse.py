@@ -17,7 +17,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from retl_assets import vendors
+from retl_assets.automation.changes import change_marker
 from retl_assets.emulators import EmulatorServer
+from retl_assets.project import load_project
 from retl_assets.vendors import source_types
 from retl_assets_tests.conftest import WRITE_KEY
 
@@ -189,7 +192,16 @@ def test_a_warehouse_works_through_every_command(kind, tmp_path, request, monkey
         assert (first["added"], first["syncs"]["people_identify"]["succeeded"]) == (ROWS, ROWS)
         assert emulator.state()["profiles"]["3"]["score"] == 6
 
+        # The `source_changed` sensor's question, where the warehouse can answer it itself
+        # (fakesnow has no SYSTEM$LAST_CHANGE_COMMIT_TIME; the others need a fingerprint query).
+        native = vendors.source(kind).change_marker and kind != "snowflake"
+        if native:
+            project = load_project(tmp_path / "retl.yaml")
+            before = change_marker(project, project.models["people"])
+            assert change_marker(project, project.models["people"]) == before
         wh.change()
+        if native:
+            assert change_marker(project, project.models["people"]) != before
         partition = ["--partition", first["partition"]] if first["partition"] else []
         code, out = run(tmp_path, "asset", "materialize", "-m", "retl_assets.definitions",
                         "--select", "models/people,diffs/people,syncs/people_identify",
