@@ -75,8 +75,13 @@ def _postgres(role: str, tables: list[Table], config) -> list[str]:
 
 
 def _redshift(role: str, tables: list[Table], config) -> list[str]:
-    lines = [f"CREATE USER {role} PASSWORD '<choose a password: 8 to 64 characters, with an "
-             f"upper-case letter, a lower-case letter and a digit>';"]
+    fields = config.model_dump()
+    if fields.get("cluster_identifier") or fields.get("workgroup"):
+        # IAM hands out temporary credentials: the user needs no password of its own.
+        lines = [f"CREATE USER {role} PASSWORD DISABLE;"]
+    else:
+        lines = [f"CREATE USER {role} PASSWORD '<choose a password: 8 to 64 characters, with "
+                 f"an upper-case letter, a lower-case letter and a digit>';"]
     lines += [f"GRANT USAGE ON SCHEMA {_q(s, 'redshift')} TO {role};"
               for s in sorted({t.schema for t in tables if t.schema})]
     lines += [f"GRANT SELECT ON {Table(None, t.schema, t.name).sql('redshift')} TO {role};"

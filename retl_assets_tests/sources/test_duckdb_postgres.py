@@ -220,6 +220,12 @@ def test_grants_for_each_warehouse_parse_and_name_only_the_models_tables(kind, t
     for statement in body:
         if not statement.startswith("USE ROLE"):
             sqlglot.parse_one(statement.split("--")[0], read=kind)
+    if kind == "redshift":  # a password user; an IAM one gets none
+        assert body[0].startswith("CREATE USER retl_reader PASSWORD '<choose")
+        (tmp_path / "retl.yaml").write_text((tmp_path / "retl.yaml").read_text().replace(
+            "user: u\n    password: p", "cluster_identifier: c1\n    db_user: retl_reader"))
+        out = grants(load_project(tmp_path / "retl.yaml"), "wh")
+        assert "CREATE USER retl_reader PASSWORD DISABLE;" in out
 
 
 def test_postgres_grants_for_an_in_warehouse_model_let_it_write_only_its_state(
