@@ -28,16 +28,15 @@ from retl_assets.assets.runtime import (
     run_started_at,
     tag_on,
 )
-from retl_assets.changeset.local import DiffOptions, diff_and_commit
-from retl_assets.errors import DestinationError, ModelError
-from retl_assets.project import Project
 from retl_assets.changeset.in_warehouse import (
-    WarehouseStaged,
     diff_in_warehouse,
     drop_orphans,
     stage_in_warehouse,
 )
-from retl_assets.snapshot.extract import KeyReport, Limits, key_error, load_staged, stage
+from retl_assets.changeset.local import DiffOptions, diff_and_commit
+from retl_assets.errors import DestinationError, ModelError
+from retl_assets.project import Project
+from retl_assets.snapshot.extract import Limits, key_error, load_staged, stage
 from retl_assets.state.files import remove
 from retl_assets.state.store import IN_WAREHOUSE, Extract, Head, StateStore
 from retl_assets.sync import run_sync
@@ -152,7 +151,8 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 source = retl_sources.open(model.config.source)
                 with source.state_session(state_schema, name) as session:
                     changeset = diff_in_warehouse(
-                        store, session, name, model.keys, _warehouse_staged(extract),
+                        store, session, name, model.keys,
+                        extract.file.removeprefix(IN_WAREHOUSE), extract.rows,
                         context.run.run_id, extract.run_started_at, options, need_full,
                         partition)
             else:
@@ -250,12 +250,6 @@ def _same_mode(name: str, diff: str, head: Head) -> None:
         f"says `diff: {diff}`; nothing was run. Set the mode back, or start the model afresh "
         f"(remove models/{name} and its syncs' folders from the state store): every row is "
         f"then sent again as new")
-
-
-def _warehouse_staged(extract: Extract) -> WarehouseStaged:
-    """The checked extract the pending pointer names (its columns are read from the table)."""
-    return WarehouseStaged(extract.file.removeprefix(IN_WAREHOUSE), extract.rows, [], 0.0,
-                           KeyReport(extract.rows, 0, 0, [], []))
 
 
 def _no_new_snapshot(name: str, head: Head) -> str:

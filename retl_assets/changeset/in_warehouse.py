@@ -30,6 +30,7 @@ from retl_assets.state.engine import connect
 from retl_assets.state.files import remove, sql_path, temp_path, write_json
 from retl_assets.state.store import FP, IN_WAREHOUSE, OP, SEQ, Head, StateStore
 
+
 @dataclass(frozen=True)
 class WarehouseStaged:
     table: str  # in the state schema
@@ -75,7 +76,7 @@ def drop_orphans(session: StateSession, model: str, keep: set[str]) -> None:
 
 
 def diff_in_warehouse(store: StateStore, session: StateSession, model: str, keys: list[str],
-                      staged: WarehouseStaged, run_id: str, run_started_at: float,
+                      staged: str, rows: int, run_id: str, run_started_at: float,
                       options: DiffOptions, need_full: bool,
                       partition: str | None = None) -> Changeset:
     """Compare the staged table with the committed snapshot table in the warehouse, pull the
@@ -87,13 +88,13 @@ def diff_in_warehouse(store: StateStore, session: StateSession, model: str, keys
                          "incremental model ({{last_sync_time}}) diffs locally")
     q = _quoter(session.dialect)
     base = head.snapshot.removeprefix(IN_WAREHOUSE) if head.snapshot else None
-    if staged.rows == 0 and head.rows > 0 and not options.allow_mass_delete:
+    if rows == 0 and head.rows > 0 and not options.allow_mass_delete:
         raise ModelError(
             f"model {model!r} returned no rows, but the last snapshot had {head.rows}; "
             "refusing to delete everything in the destinations. Nothing was committed. "
             "If this is intended, run again allowing it (retl sync --allow-mass-delete).")
     seq, version = head.log_seq + 1, head.version + 1
-    new, snap = session.table(staged.table), f"{model}__snapshot_v{version}"
+    new, snap = session.table(staged), f"{model}__snapshot_v{version}"
     with session.stream(f"SELECT * FROM {new} WHERE 1 = 0") as reader:
         names = [n for n in reader.schema.names if n != FP]
     keep = names if options.keep_columns is None else [
@@ -106,7 +107,7 @@ def diff_in_warehouse(store: StateStore, session: StateSession, model: str, keys
     made = [snap]
     try:
         if base is None:
-            counts = {"added": staged.rows}
+            counts = {"added": rows}
             _pull(local, session, f"SELECT 'added' AS {q(OP)}, x.* FROM {new} x WHERE 1 = 0",
                   seq, tmp_log)
         else:
@@ -152,13 +153,13 @@ def diff_in_warehouse(store: StateStore, session: StateSession, model: str, keys
     store.write_head(model, Head(
         version=version, snapshot=IN_WAREHOUSE + snap,
         full=str(full_path.relative_to(mdir)) if full_path else None, log_seq=seq,
-        rows=staged.rows, run_id=run_id, run_started_at=run_started_at, columns=names,
+        rows=rows, run_id=run_id, run_started_at=run_started_at, columns=names,
         fingerprint=f"in_warehouse/{session.dialect}"))
     if previous_full is not None and previous_full != full_path:
         remove(previous_full)
     drop_orphans(session, model, keep={snap, *made})
-    return Changeset(model, seq, added, updated, deleted, staged.rows - added - updated,
-                     staged.rows, head.version, version, log)
+    return Changeset(model, seq, added, updated, deleted, rows - added - updated,
+                     rows, head.version, version, log)
 
 
 def _changed_keys(session: StateSession, q, new: str, base: str, changes: str,

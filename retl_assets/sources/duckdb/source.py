@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from retl_assets.errors import SourceError
 from retl_assets.sources.base import BATCH_ROWS, Check, probe_sql
-from retl_assets.state.engine import memory_limit
+from retl_assets.state.engine import memory_limit, quote
+from retl_assets.state.files import sql_path
 
 
 class DuckDBSource:
@@ -80,17 +81,17 @@ class DuckDBSource:
             # retl's own DuckDB budget, as for the local diff: spill rather than grow.
             con.execute(f"SET memory_limit = '{memory_limit()}'")
             con.execute("SET preserve_insertion_order = false")
-            con.execute(f"SET temp_directory = {_literal(str(state) + '.tmp')}")
-            con.execute(f"ATTACH {_literal(str(state))} AS retl_state_db")
-            con.execute(f"ATTACH {_literal(str(self.path))} AS warehouse (READ_ONLY)")
+            con.execute(f"SET temp_directory = {sql_path(Path(str(state) + '.tmp'))}")
+            con.execute(f"ATTACH {sql_path(state)} AS retl_state_db")
+            con.execute(f"ATTACH {sql_path(self.path)} AS warehouse (READ_ONLY)")
             con.execute("USE warehouse")  # the model's names resolve in the warehouse
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS retl_state_db.{_ident(schema)}")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS retl_state_db.{quote(schema)}")
         except duckdb.Error as e:
             con.close()
             raise SourceError(f"source {self.name!r}: cannot open its state file {state}: "
                               f"{str(e).splitlines()[0]}") from None
         try:
-            yield DuckDBState(self.name, con, f"retl_state_db.{_ident(schema)}")
+            yield DuckDBState(self.name, con, schema)
         finally:
             con.close()
 
@@ -99,19 +100,18 @@ class DuckDBState:
     dialect = "duckdb"
 
     def __init__(self, name: str, con: duckdb.DuckDBPyConnection, schema: str):
-        self.name, self._con, self._schema = name, con, schema
+        self.name, self._con, self._schema = name, con, schema  # in catalog retl_state_db
 
     def table(self, name: str) -> str:
-        return f"{self._schema}.{_ident(name)}"
+        return f"retl_state_db.{quote(self._schema)}.{quote(name)}"
 
     def fingerprint(self, columns: list[str]) -> str:
         return f"hash({', '.join(columns)})"  # as the local diff's
 
     def tables(self) -> list[str]:
-        catalog, schema = self._schema.split(".", 1)
-        return [r[0] for r in self.rows(
+        return [r[0] for r in self._con.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_catalog = "
-            f"{_literal(catalog)} AND table_schema = {_literal(schema.strip(chr(34)))}")]
+            "'retl_state_db' AND table_schema = ?", [self._schema]).fetchall()]
 
     def execute(self, sql: str) -> None:
         self._run(sql)
@@ -133,10 +133,3 @@ class DuckDBState:
         except duckdb.Error as e:
             raise SourceError(f"source {self.name!r}: {str(e).splitlines()[0]}") from None
 
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from urllib.parse import quote
+from urllib.parse import quote as url_quote
 
 import pyarrow as pa
 
@@ -17,6 +17,7 @@ from retl_assets.sources.base import (
     refused_connection,
     sqlstate_meaning,
 )
+from retl_assets.state.engine import quote
 
 
 class PostgresSource:
@@ -32,11 +33,11 @@ class PostgresSource:
     @classmethod
     def from_fields(cls, name: str, host: str, port: int, user: str | None,
                     password: str | None, database: str) -> PostgresSource:
-        auth = quote(user or "", safe="")
+        auth = url_quote(user or "", safe="")
         if password:
-            auth += ":" + quote(password, safe="")
+            auth += ":" + url_quote(password, safe="")
         at = f"{auth}@" if auth else ""
-        return cls(name, f"postgresql://{at}{host}:{port}/{quote(database, safe='')}")
+        return cls(name, f"postgresql://{at}{host}:{port}/{url_quote(database, safe='')}")
 
     @contextmanager
     def _session(self):
@@ -85,7 +86,7 @@ class PostgresSource:
             literal = schema.replace("'", "''")
             # CREATE ... IF NOT EXISTS still asks for CREATE on the database: ask only if new.
             if not state.rows(f"SELECT 1 FROM pg_namespace WHERE nspname = '{literal}'"):
-                state.execute(f"CREATE SCHEMA {_ident(schema)}")
+                state.execute(f"CREATE SCHEMA {quote(schema)}")
             yield state
         finally:
             con.close()
@@ -149,7 +150,7 @@ class PostgresState(CursorSession):
         self.name, self._con, self._schema = name, con, schema
 
     def table(self, name: str) -> str:
-        return f"{_ident(self._schema)}.{_ident(name)}"
+        return f"{quote(self._schema)}.{quote(name)}"
 
     def fingerprint(self, columns: list[str]) -> str:
         # JSON keeps a value's kind (7 against "7") and NULL apart from every text.
@@ -173,10 +174,6 @@ class PostgresState(CursorSession):
             cur.close()
             raise SourceError(f"source {self.name!r}: {_clean(e)}") from None
         return cur
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _failing_as(name: str, reader: pa.RecordBatchReader) -> pa.RecordBatchReader:

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from retl_assets.errors import SourceError
 from retl_assets.sources.base import Check, CursorSession, probe_sql, rebatch
+from retl_assets.state.engine import quote
 
 # Session parameters retl pins. MULTI_STATEMENT_COUNT=1 is Snowflake's default; pinning it
 # here keeps an account- or user-level override (0 = any number) from letting a model's SQL
@@ -170,12 +171,12 @@ class SnowflakeSource:
         with self._connection() as con:
             state._con = con
             if schema not in {r[0] for r in state.rows(
-                    f"SELECT schema_name FROM {state.quote(database)}.information_schema."
+                    f"SELECT schema_name FROM {quote(database)}.information_schema."
                     f"schemata")}:
                 with self._connection() as other:
                     SnowflakeState(self.name, other, database, schema).execute(
-                        f"CREATE SCHEMA IF NOT EXISTS {state.quote(database)}."
-                        f"{state.quote(schema)}")
+                        f"CREATE SCHEMA IF NOT EXISTS {quote(database)}."
+                        f"{quote(schema)}")
             yield state
 
     def version(self, tables: Iterable[str]) -> dict[str, object]:
@@ -253,17 +254,13 @@ class SnowflakeState(CursorSession):
     def __init__(self, name: str, con: Any, database: str, schema: str):
         self.name, self._con, self._database, self._schema = name, con, database, schema
 
-    @staticmethod
-    def quote(name: str) -> str:
-        return '"' + name.replace('"', '""') + '"'
-
     def table(self, name: str) -> str:
-        return ".".join(self.quote(p) for p in (self._database, self._schema, name))
+        return ".".join(quote(p) for p in (self._database, self._schema, name))
 
     def tables(self) -> list[str]:
         schema = self._schema.replace("'", "''")
         return [r[0] for r in self.rows(
-            f"SELECT table_name FROM {self.quote(self._database)}.information_schema.tables "
+            f"SELECT table_name FROM {quote(self._database)}.information_schema.tables "
             f"WHERE table_schema = '{schema}'")]
 
     def fingerprint(self, columns: list[str]) -> str:
