@@ -31,12 +31,22 @@ Secret = Union[str, EnvRef]
 # ---------------------------------------------------------------- sources
 
 
+class SyncLogs(Strict):
+    """Each run's record-level outcomes, kept in a table of the source's warehouse."""
+
+    table: str = Field("retl_sync_log", description="in the source's `state_schema`")
+    retention_days: int = Field(30, ge=1, description="older outcomes are deleted")
+
+
 class SourceBase(Strict):
     """What every source takes; each source folder's config adds its own fields."""
 
     type: str
     state_schema: str = Field("retl_state", description="where `diff: in_warehouse` models "
                                                         "keep their snapshots, in the warehouse")
+    sync_logs: SyncLogs | None = Field(
+        None, description="write each run's record outcomes (key, operation, status, error, "
+                          "run id, time) to a table in this warehouse; off by default")
 
 
 # ----------------------------------------------------------- destinations
@@ -200,6 +210,8 @@ class ModelConfig(Strict):
     max_rows: int = Field(40_000_000, ge=1, description="stop a run whose query returns more")
     max_columns: int = Field(300, ge=1, description="stop a run whose query returns more")
     description: str | None = None
+    owners: list[str] = Field(default_factory=list, description="emails or team:NAME, "
+                                                               "shown on the model's assets")
 
     @model_validator(mode="after")
     def _one_query(self) -> ModelConfig:
@@ -213,6 +225,45 @@ class ModelConfig(Strict):
 
 
 # ------------------------------------------------------------------- syncs
+
+
+class AlertRules(Strict):
+    """When a sync is in violation. Each rule alerts once when it starts and once on recovery."""
+
+    on_failure: bool = Field(True, description="a failed run of the sync")
+    max_rejected_share: float | None = Field(
+        0.05, ge=0, le=1, description="failed records / records the run tried")
+    max_runtime: str | None = Field(None, description="e.g. 30m, 2h: the sync step's duration")
+    row_deviation: float | None = Field(
+        None, gt=0, description="e.g. 0.5: alert when the records a run takes differ by more "
+                                "than 50% from the median of the last `lookback` runs")
+    lookback: int = Field(5, ge=2, le=100)
+
+    @field_validator("max_runtime")
+    @classmethod
+    def _runtime(cls, value: str | None) -> str | None:
+        if value is not None:
+            duration_seconds(value)
+        return value
+
+    @property
+    def max_runtime_s(self) -> int | None:
+        return duration_seconds(self.max_runtime) if self.max_runtime else None
+
+
+def duration_seconds(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+)\s*(s|m|min|h|d)\s*", text)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"{text!r}: use seconds, minutes, hours or days, like 90s, 30m, 2h")
+    return int(m.group(1)) * {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+class Alerts(Strict):
+    """Where alerts go, and the rules every sync follows unless it sets its own."""
+
+    webhook: Secret = Field(description="a Slack-compatible incoming webhook URL (it is a "
+                                        "secret: give it as {env: NAME})")
+    rules: AlertRules = Field(default_factory=AlertRules)
 
 
 class Constant(Strict):
@@ -243,8 +294,12 @@ class SyncConfig(Strict):
                           "{companies: {domain: company_domain}}")
     skip_nulls: bool = Field(False, description="a NULL column leaves the field untouched")
     on_invalid: Literal["reject", "skip"] = "reject"
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: the model's job leaves the sync out; its "
+                                            "changes wait and are sent when it is enabled")
     description: str | None = None
+    owners: list[str] = Field(default_factory=list, description="emails or team:NAME; "
+                                                               "default: the model's")
+    alerts: AlertRules | None = Field(None, description="this sync's own alert thresholds")
 
     @property
     def selects(self) -> tuple[str, ...]:
@@ -278,6 +333,10 @@ class ProjectConfig(Strict):
     models: dict[str, ModelConfig]
     syncs: dict[str, SyncConfig] = Field(default_factory=dict)
     state_dir: str | None = Field(None, description="state store; default .retl/state")
+    samples: Literal["redacted", "full", "off"] = Field(
+        "redacted", description="sample payloads and previews in Dagster's event log: values "
+                                "masked (default), shown as they are, or left out")
+    alerts: Alerts | None = None
 
     @field_validator("sources", "destinations", "models", "syncs", mode="before")
     @classmethod
