@@ -40,7 +40,7 @@ def test_sync_json_reports_the_run_and_status_lists_it(workspace, emulator):
     assert workspace.instance.get_run_by_id(result["run_id"]) is not None
     code, out, _ = run_retl(workspace, "status", "--json")
     assert code == 0
-    assert json.loads(out)[0]["run_id"] == result["run_id"]
+    assert json.loads(out)["runs"][0]["run_id"] == result["run_id"]
 
 
 def test_failed_sync_exits_non_zero_with_the_error(workspace):

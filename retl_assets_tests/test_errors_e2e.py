@@ -66,9 +66,10 @@ def test_mapping_to_a_missing_column_names_sync_and_field(workspace):
     assert run.status == "failure"
     err = [e for e in run.errors if "contacts_deleted" in e][0]
     assert "syncs.contacts_deleted.mapping.userId" in err and "'user_id'" in err
-    # The other sync delivered; the broken one keeps no cursor, so it owes everything later.
-    assert run.syncs["contacts_identify"]["succeeded"] == 300
-    assert workspace.store.sync_state("contacts_deleted").cursor is None
+    # Found before anything commits: no snapshot, no diff, nothing sent by any sync.
+    assert workspace.store.head("contacts").version == 0
+    assert run.syncs == {}
+    assert workspace.store.sync_state("contacts_identify").cursor is None
 
 
 

@@ -42,7 +42,11 @@ def test_translator_renames_keys_and_the_graph_follows(workspace, emulator):
 def test_component_loads_the_project_file(workspace):
     defs = component_defs(component=RetlProjectComponent(
         project_file=str(workspace.root / "retl.yaml")))
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.materializable_asset_keys}
     assert keys == {"models/contacts", "diffs/contacts", "syncs/contacts_identify",
                     "syncs/contacts_deleted"}
+    # The table the model reads is its upstream, outside the code location (a dbt asset's key).
+    assert graph.get(AssetKey(["models", "contacts"])).parent_keys == {AssetKey(["contacts"])}
+    assert not graph.get(AssetKey(["contacts"])).is_materializable
     assert {j.name for j in defs.resolve_all_job_defs()} >= {"retl_contacts"}

@@ -32,7 +32,11 @@ cat <<MSG
 
 Next:
   open the Dagster UI on this project (runs above are in its history):
-    DAGSTER_HOME=$PWD CIO_WRITE_KEY=$CIO_WRITE_KEY .venv/bin/dagster dev -w workspace.yaml
+    DAGSTER_HOME=$PWD CIO_WRITE_KEY=$CIO_WRITE_KEY .venv/bin/dagster dev
+  or materialise from the command line (\`dagster asset\` reads no project file: name the module):
+    export DAGSTER_MODULE_NAME=retl_assets.definitions
+    DAGSTER_HOME=$PWD CIO_WRITE_KEY=$CIO_WRITE_KEY .venv/bin/dagster asset materialize \\
+      --select models/contacts,diffs/contacts,syncs/contacts_identify --partition <the tick>
   keep an emulator running for syncs started from the UI:
     .venv/bin/retl emulate customerio --port 8811
 MSG

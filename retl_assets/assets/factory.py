@@ -8,8 +8,10 @@ from collections.abc import Iterator
 
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetObservation,
     AssetsDefinition,
     AssetSpec,
     MaterializeResult,
@@ -24,7 +26,8 @@ from retl_assets.assets.resources import RetlDestinations, RetlSources, RetlStat
 from retl_assets.assets.runtime import (
     ALLOW_MASS_DELETE_TAG,
     FULL_RESYNC_TAG,
-    model_lease,
+    retl_ops_in_run,
+    retl_step,
     run_started_at,
     tag_on,
 )
@@ -34,28 +37,36 @@ from retl_assets.changeset.in_warehouse import (
     stage_in_warehouse,
 )
 from retl_assets.changeset.local import DiffOptions, diff_and_commit
-from retl_assets.errors import DestinationError, ModelError
+from retl_assets.errors import DestinationError, ModelError, ProjectError
 from retl_assets.project import Project
+from retl_assets.project.schema import AlertRules
+from retl_assets.redact import shown
 from retl_assets.snapshot.extract import Limits, key_error, load_staged, stage
 from retl_assets.state.files import remove
 from retl_assets.state.store import IN_WAREHOUSE, Extract, Head, StateStore
+from retl_assets.switch import disabled_message, is_enabled
 from retl_assets.sync import run_sync
+from retl_assets.sync.logs import observers
 
 KEY_CHECKS = ("primary_key_present", "primary_key_not_null", "primary_key_unique")
+DELETE_CHECK = "max_delete_fraction"
+OWED_CHECK, FAILURE_CHECK = "rows_owed", "failure_share"
 
 
 def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition:
     model = project.models[name]
-    checks = [AssetCheckSpec(c, asset=spec.key, blocking=True,
+    # Partitioned like the asset, so each run records each check once, with its partition.
+    checks = [_check_spec(c, asset=spec.key, blocking=True, partitions_def=spec.partitions_def,
                              description=f"{c.replace('_', ' ')}: {', '.join(model.keys)}")
               for c in KEY_CHECKS]
+    samples = project.config.samples
 
     state_schema = project.config.sources[model.config.source].state_schema
 
     @multi_asset(specs=[spec], check_specs=checks, name=_op_name("model", name))
     def _model(context: AssetExecutionContext, retl_state: RetlStateStore,
                retl_sources: ResourceParam[RetlSources]) -> Iterator:
-        with model_lease(context, retl_state.open(), name) as store:
+        with retl_step(context, retl_state.open(), project, name) as store:
             run_id = context.run.run_id
             _drop_superseded_extracts(store, name)
             head = store.head(name)
@@ -76,7 +87,7 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
                 staged = stage(name, model.keys, source, sql, store.staged_path(name, run_id),
                                store.root / "tmp", limits)
                 file = str(staged.path.relative_to(store.model_dir(name)))
-                preview = MetadataValue.md(_preview(staged.path))
+                preview = _preview(staged.path, samples)
             report = staged.keys
             if report is None:  # stage() checks the keys of every extract it stages
                 raise ModelError(f"models/{name}: the extract's keys were not checked")
@@ -93,14 +104,18 @@ def model_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinitio
                                  passed=present and not report.duplicate_keys,
                                  asset_key=spec.key,
                                  metadata={"duplicate_keys": report.duplicate_keys,
-                                           "examples": ", ".join(report.duplicate_sample)}),
+                                           "examples": ", ".join(map(str, shown(
+                                               list(report.duplicate_sample), samples) or []))}),
             ]
-            if message:
+            # Every enabled sync of this run must be able to send this extract.
+            problem = message or _syncs_cannot_send(project, name, dict(staged.columns),
+                                                    _syncs_in_run(context, project, name, store))
+            if problem:
                 for r in results:
                     yield r
-                if preview is not None:
+                if model.config.diff != "in_warehouse":
                     remove(staged.path)
-                raise ModelError(message)
+                raise (ModelError(message) if message else problem)
             # Checked: from here on this extract is the one the next diff takes.
             store.write_pending_extract(name, Extract(run_id, file, staged.rows,
                                                       run_started_at(context)))
@@ -130,10 +145,31 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
 
     state_schema = project.config.sources[model.config.source].state_schema
 
-    @multi_asset(specs=[spec], name=_op_name("diff", name))
+    delete_check = _check_spec(
+        DELETE_CHECK, asset=spec.key, partitions_def=spec.partitions_def,
+        description=f"the rows a run deletes, as a share of the committed snapshot, stay "
+                    f"within max_delete_fraction {model.config.max_delete_fraction:.0%} "
+                    f"(a run over it stops, unless allowed)")
+
+    @multi_asset(specs=[spec], check_specs=[delete_check], name=_op_name("diff", name))
     def _diff(context: AssetExecutionContext, retl_state: RetlStateStore,
               retl_sources: ResourceParam[RetlSources]) -> Iterator:
-        with model_lease(context, retl_state.open(), name) as store:
+        def _diff_extract(store, extract, options, partition):
+            if extract.file.startswith(IN_WAREHOUSE):
+                need_full = tag_on(context, FULL_RESYNC_TAG) or any(
+                    store.sync_state(s).cursor is None for s in project.syncs_of(name))
+                source = retl_sources.open(model.config.source)
+                with source.state_session(state_schema, name) as session:
+                    return diff_in_warehouse(
+                        store, session, name, model.keys,
+                        extract.file.removeprefix(IN_WAREHOUSE), extract.rows,
+                        context.run.run_id, extract.run_started_at, options, need_full,
+                        partition)
+            return diff_and_commit(
+                store, name, model.keys, load_staged(store.model_dir(name) / extract.file),
+                context.run.run_id, extract.run_started_at, options, partition=partition)
+
+        with retl_step(context, retl_state.open(), project, name) as store:
             # The newest checked extract, from this run or an earlier models/M-only one.
             extract = store.pending_extract(name)
             if extract is None:
@@ -145,23 +181,19 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                                   allow_mass_delete=tag_on(context, ALLOW_MASS_DELETE_TAG),
                                   incremental=model.incremental)
             partition = context.partition_key if context.has_partition_key else None
-            if extract.file.startswith(IN_WAREHOUSE):
-                need_full = tag_on(context, FULL_RESYNC_TAG) or any(
-                    store.sync_state(s).cursor is None for s in project.syncs_of(name))
-                source = retl_sources.open(model.config.source)
-                with source.state_session(state_schema, name) as session:
-                    changeset = diff_in_warehouse(
-                        store, session, name, model.keys,
-                        extract.file.removeprefix(IN_WAREHOUSE), extract.rows,
-                        context.run.run_id, extract.run_started_at, options, need_full,
-                        partition)
-            else:
-                changeset = diff_and_commit(
-                    store, name, model.keys, load_staged(store.model_dir(name) / extract.file),
-                    context.run.run_id, extract.run_started_at, options, partition=partition)
+            base_rows = store.head(name).rows
+            try:
+                changeset = _diff_extract(store, extract, options, partition)
+            except ModelError as e:
+                if _is_mass_delete(e):  # the guard stopped it: say so on the check as well
+                    yield AssetCheckResult(check_name=DELETE_CHECK, asset_key=spec.key,
+                                           passed=False, description=e.description)
+                raise
             store.clear_pending_extract(name)
             context.log.info(f"model {name}: {changeset.counts} (changeset {changeset.seq}, "
                              f"extracted by run {extract.run_id})")
+            deleted = changeset.counts.get("deleted", 0)
+            share = deleted / base_rows if base_rows else 0.0
             yield MaterializeResult(asset_key=spec.key, metadata={
                 **changeset.counts,
                 "rows": changeset.rows,
@@ -169,7 +201,13 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 "snapshot_version": changeset.version,
                 "base_version": changeset.base_version,
                 "extracted_by_run": extract.run_id,
-            })
+            }, check_results=[AssetCheckResult(
+                check_name=DELETE_CHECK, asset_key=spec.key,
+                passed=share <= model.config.max_delete_fraction or options.allow_mass_delete,
+                metadata={"deleted": deleted, "base_rows": base_rows,
+                          "delete_share": round(share, 4),
+                          "max_delete_fraction": model.config.max_delete_fraction,
+                          "allowed_by_tag": options.allow_mass_delete})])
 
     return _diff
 
@@ -178,15 +216,49 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
     config = project.config.syncs[name]
     dest_config = project.config.destinations[config.destination]
 
-    @multi_asset(specs=[spec], name=_op_name("sync", name), pool=f"retl_{config.destination}")
+    rules = config.alerts or (project.config.alerts.rules if project.config.alerts
+                              else AlertRules())
+    checks = _sync_check_specs(spec, rules)
+
+    # Skippable: a switched-off sync materialises nothing (see retl_assets.switch), and its
+    # checks then record no result (can_subset makes them optional).
+    @multi_asset(specs=[spec.replace_attributes(skippable=True)], name=_op_name("sync", name),
+                 pool=f"retl_{config.destination}", check_specs=checks, can_subset=True)
     def _sync(context: AssetExecutionContext, retl_state: RetlStateStore,
               retl_destinations: ResourceParam[RetlDestinations]) -> Iterator:
-        with model_lease(context, retl_state.open(), config.model) as store:
+        on, why = is_enabled(project, retl_state.open(), name)
+        if not on:  # nothing sent, the cursor stays: its changes wait in the model's log
+            context.log.warning(disabled_message(name, why))
+            yield AssetObservation(asset_key=spec.key, metadata={"disabled": why})
+            return
+        with retl_step(context, retl_state.open(), project, config.model) as store:
             destination = retl_destinations.open(config.destination)
-            result = run_sync(project, store, name, destination,
-                              full_resync=tag_on(context, FULL_RESYNC_TAG),
-                              max_retries=dest_config.max_retries,
-                              timeout_s=dest_config.timeout_s)
+            # Progress lines in the run's log; record outcomes for the warehouse's sync log.
+            progress, observe, finish = observers(context, project, name, context.run.run_id)
+            try:
+                result = run_sync(project, store, name, destination,
+                                  full_resync=tag_on(context, FULL_RESYNC_TAG),
+                                  max_retries=dest_config.max_retries,
+                                  timeout_s=dest_config.timeout_s,
+                                  progress=progress, observe=observe)
+            except Exception as stop:
+                finish()
+                # A run-level stop (dead destination, refused credentials or setup): the
+                # Failure carries what it left owed, under the materialisation's names.
+                from dagster import Failure
+
+                from retl_assets.sync.run import stopped_result
+
+                partial = stopped_result(stop)
+                if partial is None:
+                    raise
+
+                raise Failure(description=getattr(stop, "description", None) or
+                              f"sync {name!r} stopped: {type(stop).__name__}: {stop}",
+                              metadata=partial.counts(),
+                              allow_retries=getattr(stop, "transient", None) is not False
+                              ) from stop
+            log_meta = finish()
             context.log.info(
                 f"sync {name}: sent {result.sent}, succeeded {result.succeeded}, "
                 f"failed {result.failed}, unsent {result.unsent}, owed {result.owed} "
@@ -208,11 +280,11 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 "rate_limited": result.rate_limited,
                 "duration_s": round(result.seconds, 3),
                 "records_per_s": round(result.records_per_second, 1),
-                "sample_payloads": MetadataValue.json(
-                    [__import__("json").loads(s) for s in result.samples]),
-                "errors": MetadataValue.md(_errors_md(result.errors)),
+                **_sample_payloads(result.samples, project.config.samples),
+                "errors": _errors_table(project, store, name, context),
                 "ledger": str(store.sync_dir(name)),
-            })
+                **log_meta,
+            }, check_results=_sync_checks(spec, result, rules))
             if result.unconfirmed:
                 raise DestinationError(
                     f"sync {name!r}: {config.destination!r} did not confirm "
@@ -226,6 +298,64 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                 )
 
     return _sync
+
+
+def _check_spec(name: str, **kwargs) -> AssetCheckSpec:
+    """A check partitioned like its asset: each run records it once, with its partition.
+    Dagster 1.13 calls a check's own partitions a preview; the warning would show at every
+    load of the code location."""
+    import warnings
+
+    from dagster import PreviewWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PreviewWarning)
+        return AssetCheckSpec(name, **kwargs)
+
+
+def _sync_check_specs(spec: AssetSpec, rules: AlertRules) -> list[AssetCheckSpec]:
+    limit = (f"at most {rules.max_rejected_share:.0%}" if rules.max_rejected_share is not None
+             else "no limit set (alerts.max_rejected_share)")
+    return [
+        _check_spec(OWED_CHECK, asset=spec.key, partitions_def=spec.partitions_def,
+                       description="no rows left owed to the destination after the run "
+                                   "(they are retried next run)"),
+        _check_spec(FAILURE_CHECK, asset=spec.key, partitions_def=spec.partitions_def,
+                       description=f"records that failed, as a share of those tried: {limit}"),
+    ]
+
+
+def _sync_checks(spec: AssetSpec, result, rules: AlertRules) -> list[AssetCheckResult]:
+    tried = result.succeeded + result.failed
+    share = result.failed / tried if tried else 0.0
+    limit = rules.max_rejected_share
+    return [
+        AssetCheckResult(check_name=OWED_CHECK, asset_key=spec.key, passed=result.owed == 0,
+                         severity=AssetCheckSeverity.WARN,
+                         metadata={"owed": result.owed, "unsent": result.unsent}),
+        AssetCheckResult(check_name=FAILURE_CHECK, asset_key=spec.key,
+                         passed=limit is None or share <= limit,
+                         metadata={"failed": result.failed, "tried": tried,
+                                   "failure_share": round(share, 4),
+                                   **({"max_rejected_share": limit} if limit is not None
+                                      else {})}),
+    ]
+
+
+def _sample_payloads(samples: list[str], mode: str) -> dict[str, MetadataValue]:
+    """The sync's sample payloads, as `samples:` says: masked, full, or left out."""
+    import json
+
+    shown_payloads = shown([json.loads(p) for p in samples], mode)  # type: ignore[arg-type]
+    return {} if shown_payloads is None else {"sample_payloads": MetadataValue.json(
+        shown_payloads)}
+
+
+def _is_mass_delete(error: ModelError) -> bool:
+    # The guards (changeset.local.guard_deletes, and the in-warehouse one) raise a plain
+    # ModelError naming max_delete_fraction; a subclass of their own would say it by class.
+    text = error.description or ""
+    return "max_delete_fraction" in text or "refusing to delete everything" in text
 
 
 def _first(errors: list[tuple[str, str, str]], kind: str) -> str:
@@ -262,24 +392,55 @@ def _op_name(kind: str, name: str) -> str:
     return f"retl_{kind}__{name}"
 
 
-def _preview(path, limit: int = 10) -> str:
+def _preview(path, samples: str, limit: int = 10) -> MetadataValue | None:
+    """The extract's first rows as a table, their values as `samples:` says (None: off)."""
     import duckdb
 
     from retl_assets.state.files import sql_path
     from retl_assets.state.store import FP
 
+    if samples == "off":
+        return None
     try:
         rel = duckdb.sql(f"SELECT * EXCLUDE ({FP}) FROM read_parquet({sql_path(path)}) LIMIT {limit}")
-        names, rows = rel.columns, rel.fetchall()
+        names, types, rows = rel.columns, rel.types, rel.fetchall()
     except Exception as e:  # an enrichment: never fail the asset for it
-        return f"(preview unavailable: {e})"
-    head = "| " + " | ".join(names) + " |\n|" + "---|" * len(names) + "\n"
-    return head + "\n".join("| " + " | ".join(str(v) for v in r) + " |" for r in rows)
+        return MetadataValue.md(f"(preview unavailable: {e})")
+    head = "| " + " | ".join(f"{n} ({t})" for n, t in zip(names, types)) + " |\n|"
+    head += "---|" * len(names) + "\n"
+    cells = [shown(list(r), samples) for r in rows]  # type: ignore[arg-type]
+    return MetadataValue.md(head + "\n".join(
+        "| " + " | ".join(str(v).replace("|", "/") for v in r) + " |" for r in cells))
 
 
-def _errors_md(errors: list[tuple[str, str, str]]) -> str:
-    if not errors:
-        return "no errors"
-    lines = ["| key | kind | error |", "|---|---|---|"]
-    lines += [f"| {k} | {kind} | {e.replace('|', '/')[:200]} |" for k, kind, e in errors]
-    return "\n".join(lines)
+def _syncs_in_run(context: AssetExecutionContext, project: Project, model: str,
+                  store: StateStore) -> list[str]:
+    """The syncs of `model` this run delivers: in the run's selection and switched on."""
+    selected = retl_ops_in_run(context)["sync"]
+    return [s for s in project.syncs_of(model)
+            if s in selected and is_enabled(project, store, s)[0]]
+
+
+def _syncs_cannot_send(project: Project, model: str, columns: dict[str, str],
+                       syncs: list[str]) -> Exception | None:
+    from retl_assets.assets.preflight import check_syncs
+
+    try:
+        check_syncs(project, model, columns, syncs)
+    except ProjectError as e:
+        return e
+    return None
+
+
+def _errors_table(project: Project, store: StateStore, name: str,
+                  context: AssetExecutionContext) -> MetadataValue:
+    """The rejected-rows table, read from the ledger the sync just committed. An enrichment:
+    should it fail, the asset warns and goes on."""
+    from retl_assets.rejects import rejects_table
+
+    try:
+        return rejects_table(project, store, name)
+    except Exception as e:  # noqa: BLE001 (an enrichment: never fail the asset for it)
+        context.log.warning(f"sync {name}: the rejected-rows table could not be read: {e}")
+        return MetadataValue.md(f"(rejected-rows table unavailable: {e}; "
+                                f"see `retl errors {name}`)")

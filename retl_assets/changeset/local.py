@@ -50,13 +50,7 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
     head = store.head(model)
     mdir = store.model_dir(model)
     base = mdir / head.snapshot if head.snapshot else None
-    emptied = not options.incremental and head.rows > 0 and staged.rows == 0
-    if emptied and not options.allow_mass_delete:
-        raise ModelError(
-            f"model {model!r} returned no rows, but the last snapshot had {head.rows}; "
-            "refusing to delete everything in the destinations. Nothing was committed. "
-            "If this is intended, run again allowing it (retl sync --allow-mass-delete)."
-        )
+    guard_empty(model, head.rows, staged.rows, options)
     seq, version = head.log_seq + 1, head.version + 1
     staged_path = staged.path  # moved into the snapshots on commit, else removed
     log = store.log_path(model, seq)
@@ -64,18 +58,11 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
     con = connect(store.root / "tmp")
     new = f"read_parquet({sql_path(staged.path)})"
     try:
-        if base is None:
-            # The first changeset is the whole snapshot: rather than copy every row, the log
-            # records that; a sync with no cursor reads the snapshot itself (ledger.build_work).
-            counts = {"added": staged.rows}
-            con.execute(f"COPY (SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {new} "
-                        f"LIMIT 0) TO {sql_path(tmp_log)} (FORMAT parquet)")
-        else:
-            if head.fingerprint != FINGERPRINT and head.full:
-                base = _refingerprint(con, mdir / head.full, base, keys, options)
-            counts = _changed_keys(con, new, base, keys, options.incremental)
-            guard_deletes(model, head.rows, counts.get("deleted", 0), options)
-            _write_changes(con, new, base, keys, seq, tmp_log)
+        if refingerprint_needed(head):
+            base = refingerprint(con, mdir / head.full, keys, options, base)
+        counts = write_changes(con, model, keys, new, staged.rows,
+                               f"read_parquet({sql_path(base)})" if base else None, head.rows,
+                               seq, tmp_log, options)
         added, updated, deleted = (counts.get(k, 0) for k in ("added", "updated", "deleted"))
         snap, full, rows = _write_snapshot(con, store, model, version, staged, base, keys, options)
     except BaseException:
@@ -102,19 +89,51 @@ def diff_and_commit(store: StateStore, model: str, keys: list[str], staged: Stag
                      head.version, version, log)
 
 
-def _refingerprint(con, full: Path, base: Path, keys: list[str], options: DiffOptions) -> Path:
+def write_changes(con, model: str, keys: list[str], new: str, new_rows: int, base: str | None,
+                  base_rows: int, seq: int, out: Path, options: DiffOptions) -> dict[str, int]:
+    """The changeset of `new` against `base` (SQL relations; no base: the model's first)
+    written to `out` as log entry `seq`, after the mass-delete guard; returns its counts.
+    Nothing of the state store is touched: a dry run diffs with it too."""
+    if base is None:
+        # The first changeset is the whole snapshot: rather than copy every row, the log
+        # records that; a sync with no cursor reads the snapshot itself (ledger.build_work).
+        con.execute(f"COPY (SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {new} "
+                    f"LIMIT 0) TO {sql_path(out)} (FORMAT parquet)")
+        return {"added": new_rows}
+    counts = _changed_keys(con, new, base, keys, options.incremental)
+    guard_deletes(model, base_rows, counts.get("deleted", 0), options)
+    _write_changes(con, new, base, keys, seq, out)
+    return counts
+
+
+def refingerprint_needed(head: Head) -> bool:
+    return bool(head.snapshot) and head.fingerprint != FINGERPRINT and bool(head.full)
+
+
+def refingerprint(con, full: Path, keys: list[str], options: DiffOptions, out: Path) -> Path:
     """The base fingerprinted again with this DuckDB's hash(), from the kept full copy, so an
-    upgrade of DuckDB does not make every row look updated."""
+    upgrade of DuckDB does not make every row look updated; written to `out` (the base
+    itself on a commit, a temporary file on a dry run)."""
     cols = [r[0] for r in con.execute(
         f"DESCRIBE SELECT * FROM read_parquet({sql_path(full)})").fetchall() if r[0] != FP]
     keep = cols if options.keep_columns is None or options.incremental else [
         c for c in cols if c in keys or c in options.keep_columns]
-    out = temp_path(base)
+    tmp = temp_path(out)
     select = ", ".join([quote(c) for c in keep] + [f"{fingerprint_sql(cols)} AS {FP}"])
     con.execute(f"COPY (SELECT {select} FROM read_parquet({sql_path(full)})) "
-                f"TO {sql_path(out)} (FORMAT parquet)")
-    out.replace(base)
-    return base
+                f"TO {sql_path(tmp)} (FORMAT parquet)")
+    tmp.replace(out)
+    return out
+
+
+def guard_empty(model: str, base_rows: int, rows: int, options: DiffOptions) -> None:
+    emptied = not options.incremental and base_rows > 0 and rows == 0
+    if emptied and not options.allow_mass_delete:
+        raise ModelError(
+            f"model {model!r} returned no rows, but the last snapshot had {base_rows}; "
+            "refusing to delete everything in the destinations. Nothing was committed. "
+            "If this is intended, run again allowing it (retl sync --allow-mass-delete)."
+        )
 
 
 def guard_deletes(model: str, base_rows: int, deleted: int, options: DiffOptions) -> None:
@@ -129,7 +148,7 @@ def guard_deletes(model: str, base_rows: int, deleted: int, options: DiffOptions
         )
 
 
-def _changed_keys(con, new: str, base: Path, keys: list[str],
+def _changed_keys(con, new: str, base: str, keys: list[str],
                   incremental: bool) -> dict[str, int]:
     """Find changed keys reading only keys and fingerprints; returns counts per operation."""
     k = [quote(c) for c in keys]
@@ -142,13 +161,13 @@ def _changed_keys(con, new: str, base: Path, keys: list[str],
         SELECT {pick}, CASE WHEN b.{k[0]} IS NULL THEN 'added'
                             WHEN n.{k[0]} IS NULL THEN 'deleted' ELSE 'updated' END AS {OP}
         FROM (SELECT {thin} FROM {new}) n
-        {join} (SELECT {thin} FROM read_parquet({sql_path(base)})) b ON {on}
+        {join} (SELECT {thin} FROM {base}) b ON {on}
         WHERE n.{FP} IS DISTINCT FROM b.{FP}
     """)
     return dict(con.execute(f"SELECT {OP}, count(*) FROM changed GROUP BY 1").fetchall())
 
 
-def _write_changes(con, new: str, base: Path, keys: list[str], seq: int, out: Path) -> None:
+def _write_changes(con, new: str, base: str, keys: list[str], seq: int, out: Path) -> None:
     """The changed rows in full: new values for adds and updates, kept ones for deletes."""
     on = " AND ".join(f"x.{quote(c)} = c.{quote(c)}" for c in keys)
     con.execute(f"""
@@ -156,10 +175,18 @@ def _write_changes(con, new: str, base: Path, keys: list[str], seq: int, out: Pa
           SELECT c.{OP}, {seq}::BIGINT AS {SEQ}, x.* FROM {new} x JOIN changed c ON {on}
           WHERE c.{OP} <> 'deleted'
           UNION ALL BY NAME
-          SELECT c.{OP}, {seq}::BIGINT AS {SEQ}, x.* FROM read_parquet({sql_path(base)}) x
+          SELECT c.{OP}, {seq}::BIGINT AS {SEQ}, x.* FROM {base} x
           JOIN changed c ON {on} WHERE c.{OP} = 'deleted'
         ) TO {sql_path(out)} (FORMAT parquet, COMPRESSION zstd)
     """)
+
+
+def merged_sql(new: str, base: str | None, keys: list[str]) -> str:
+    """An incremental model's snapshot: its new rows merged over the previous snapshot."""
+    if base is None:
+        return f"SELECT * FROM {new}"
+    on = " AND ".join(f"b.{quote(k)} = n.{quote(k)}" for k in keys)
+    return f"SELECT b.* FROM {base} b ANTI JOIN {new} n ON {on} UNION ALL BY NAME SELECT * FROM {new}"
 
 
 def _write_snapshot(con, store: StateStore, model: str, version: int, staged: Staged,
@@ -172,11 +199,7 @@ def _write_snapshot(con, store: StateStore, model: str, version: int, staged: St
     full = snapdir / f"v{version:09d}.full.parquet"
     if options.incremental:
         # The new rows merged over the previous snapshot; it keeps every column.
-        select = f"SELECT * FROM {new}"
-        if base is not None:
-            on = " AND ".join(f"b.{quote(k)} = n.{quote(k)}" for k in keys)
-            select = (f"SELECT b.* FROM read_parquet({sql_path(base)}) b ANTI JOIN {new} n "
-                      f"ON {on} UNION ALL BY NAME {select}")
+        select = merged_sql(new, f"read_parquet({sql_path(base)})" if base else None, keys)
         tmp = temp_path(full)
         con.execute(f"COPY ({select}) TO {sql_path(tmp)} (FORMAT parquet, COMPRESSION zstd)")
         rows = con.execute(f"SELECT count(*) FROM read_parquet({sql_path(tmp)})").fetchone()[0]

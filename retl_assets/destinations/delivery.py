@@ -158,8 +158,9 @@ class _Delivery:
             except httpx.TransportError as e:
                 if tries >= self.max_retries:
                     raise UnreachableError(
-                        f"destination {self.dest.destination!r} could not be reached after "
-                        f"{tries + 1} attempts: {type(e).__name__}: {e}") from None
+                        f"destination {self.dest.destination!r} could not be reached at "
+                        f"{_endpoint(e)} after {tries + 1} attempts: {type(e).__name__}: {e}"
+                    ) from None
                 tries += 1
                 await self._back_off(tries)
                 continue
@@ -364,3 +365,13 @@ def deliver(dest: Writer, records: Iterable[Record],
     finally:
         report.seconds = time.monotonic() - started
     return report
+
+
+def _endpoint(error: httpx.TransportError) -> str:
+    """scheme://host:port the failed request went to; its path and query string (which may
+    carry a key) stay out of the message."""
+    try:
+        url = error.request.url
+    except RuntimeError:  # raised before a request was built
+        return "its endpoint"
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"

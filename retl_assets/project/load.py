@@ -104,7 +104,9 @@ def load_project(path: str | Path | None = None) -> Project:
     if not path.exists():
         raise ProjectError(f"project file {path} does not exist (set RETL_PROJECT to its path)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
+    except DuplicateKey as e:
+        raise ProjectError(f"{path.name}: {e}") from None
     except yaml.YAMLError as e:
         raise ProjectError(f"{path.name}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
@@ -118,6 +120,44 @@ def load_project(path: str | Path | None = None) -> Project:
               for name, m in config.models.items()}
     _check_references(path, config, models)
     return Project(path=path, config=config, models=models)
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping names the same key twice; YAML would keep only the last silently."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in any mapping at any depth (a second
+    sync of the same name would otherwise replace the first without a word)."""
+
+    def construct_document(self, node):
+        self._check_unique(node, [], set())
+        return super().construct_document(node)
+
+    def _check_unique(self, node, path: list[str], seen: set[int]) -> None:
+        if id(node) in seen:  # an alias met again
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._check_unique(item, [*path, f"[{i}]"], seen)
+        if not isinstance(node, yaml.MappingNode):
+            return
+        first: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            if key.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: overriding is its point
+                self._check_unique(value, path, seen)
+                continue
+            line = key.start_mark.line + 1
+            where = ".".join([*path, key.value]).replace(".[", "[")
+            if (key.tag, key.value) in first:
+                raise DuplicateKey(f"{where} is given twice (lines {first[key.tag, key.value]} "
+                                   f"and {line}); YAML would keep only the second: remove or "
+                                   "rename one")
+            first[key.tag, key.value] = line
+            self._check_unique(value, [*path, key.value], seen)
 
 
 def _describe(error: ValidationError) -> str:
@@ -177,6 +217,12 @@ MODES = {"create": "create-only (never touch an existing record)",
 
 def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model]) -> None:
     where = path.name
+    for name, s in config.sources.items():
+        # Sync logs go through the same state-schema write path as `diff: in_warehouse`.
+        if s.sync_logs is not None and not source(s.type).in_warehouse:
+            raise ProjectError(f"{where}: sources.{name}.sync_logs: retl writes no table in "
+                               f"a {s.type} warehouse; sync logs work on duckdb, postgres "
+                               "and snowflake sources: remove `sync_logs` from this one")
     for name, m in config.models.items():
         changed = m.trigger.source_changed if m.trigger else None
         kind = config.sources[m.source].type
@@ -197,6 +243,10 @@ def _check_references(path: Path, config: ProjectConfig, models: dict[str, Model
                 "when a table last changed; name a cheap query whose answer changes with the "
                 "data, e.g. SELECT max(updated_at), count(*) FROM the table")
     for name, s in config.syncs.items():
+        if s.alerts is not None and config.alerts is None:
+            raise ProjectError(
+                f"{where}: syncs.{name}.alerts: alerts need somewhere to go: add "
+                "`alerts: {webhook: {env: NAME}}` at the top level of the project file")
         if s.model not in config.models:
             raise ProjectError(
                 f"{where}: syncs.{name}.model: no model named {s.model!r} "

@@ -151,3 +151,27 @@ class StateSession(Protocol):
     def stream(self, sql: str) -> AbstractContextManager[pa.RecordBatchReader]:
         """The query's rows in bounded batches; the session stays usable after."""
         ...
+
+
+# ---------------------------------------------------------------- sync logs
+# The one write a source offers beside `state_session`: `append_sync_log(schema, table,
+# parquet, cutoff)` bulk-loads a run's record outcomes (a local Parquet file of SYNC_LOG rows)
+# into a table of retl's state schema, creating both if missing, then deletes rows logged
+# before `cutoff`. It returns the rows loaded; failures raise SourceError naming the source.
+
+SYNC_LOG = pa.schema([
+    ("sync", pa.string()),
+    ("model", pa.string()),
+    ("record_key", pa.string()),  # the primary key as text (several columns joined)
+    ("operation", pa.string()),
+    ("status", pa.string()),  # delivered rejected invalid unsent unconfirmed skipped resumed
+    ("error", pa.string()),
+    ("run_id", pa.string()),
+    ("logged_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def sync_log_columns(text: str, time: str) -> str:
+    """The log table's column list in a dialect's words for text and a UTC timestamp."""
+    return ", ".join(f'"{f.name}" {time if pa.types.is_timestamp(f.type) else text}'
+                     for f in SYNC_LOG)

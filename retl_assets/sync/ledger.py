@@ -11,6 +11,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -38,29 +39,45 @@ def key_text_sql(keys: list[str]) -> str:
     return "concat_ws('|', " + ", ".join(f"CAST({quote(k)} AS VARCHAR)" for k in keys) + ")"
 
 
+@dataclass(frozen=True)
+class Pending:
+    """A changeset not committed (a dry run's): the log entry the model's next diff would
+    append, and the full copy of the rows its snapshot would then keep."""
+
+    seq: int
+    log: Path  # its rows, shaped like a committed log file
+    full: Path  # every column of every row, shaped like the snapshot's full copy
+    initial: bool  # the model's first changeset (it points at the snapshot, holds no rows)
+
+
 def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, model: str,
                keys: list[str], selects: tuple[str, ...], head: Head, state: SyncState,
-               full_resync: bool) -> tuple[Path, int]:
+               full_resync: bool, pending: Pending | None = None,
+               out_dir: Path | None = None) -> tuple[Path, int]:
     """Write the sync's work set to a Parquet file, each row with the destination's id of
-    its record where retl knows it; returns the file and its row count."""
+    its record where retl knows it; returns the file and its row count.
+    `pending`: a changeset as if committed after the head (nothing of the store changes);
+    `out_dir`: where the file goes (default: the sync's folder)."""
     mdir = store.model_dir(model)
     ledger = store.ledger_path(sync, state)
     on = ", ".join(quote(k) for k in keys)
     parts: list[str] = []
-    full = full_resync or state.cursor is None
+    full = full_resync or state.cursor is None or (pending is not None and pending.initial)
     # A sync that never consumed the initial changeset (which points at the snapshot rather
     # than holding rows) takes the snapshot whole.
     full = full or any(store.log_manifest(model, s).get("initial")
                        for s in range((state.cursor or 0) + 1, head.log_seq + 1))
-    if full and not head.full:
+    newest = pending.full if pending else (mdir / head.full if head.full else None)
+    last_seq = pending.seq if pending else head.log_seq
+    if full and newest is None:
         # `diff: in_warehouse` brings every row out only when a diff sees a sync needs them.
         raise ModelError(
             f"sync {sync!r} must send every row of model {model!r}, whose snapshot is kept in "
             f"the warehouse; run the model's job (diffs/{model} with it) to bring them out. "
             "Nothing was sent")
     if full:
-        src = f"read_parquet({sql_path(mdir / head.full)})"
-        seq = state.pending_full if state.pending_full is not None else head.log_seq
+        src = f"read_parquet({sql_path(newest)})"
+        seq = state.pending_full if state.pending_full is not None else last_seq
         parts.append(f"SELECT 'added' AS {OP}, {seq}::BIGINT AS {SEQ}, * FROM {src}")
         if ledger:
             # A full resync sends every current row; of the owed rows only deletes remain.
@@ -69,17 +86,18 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
                          f"ANTI JOIN {src} s ON {match} WHERE l.{OP} = 'deleted'")
     else:
         logs = [store.log_path(model, s) for s in range((state.cursor or 0) + 1, head.log_seq + 1)]
+        logs += [pending.log] if pending else []
         parts += [f"SELECT * FROM read_parquet({sql_path(p)})" for p in logs if p.exists()]
         if ledger:
             parts.append(f"SELECT * FROM read_parquet({sql_path(ledger)})")
-    path = store.sync_dir(sync) / f"work-{uuid.uuid4().hex}.parquet"
+    path = (out_dir or store.sync_dir(sync)) / f"work-{uuid.uuid4().hex}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not parts:
         # Nothing new and nothing owed. The empty work set still takes the schema of a real
         # one (the snapshot's columns plus retl's own) from the same query below, so every
         # step after it, payload planning included, runs unchanged on zero rows.
-        shape = (f"SELECT 'added' AS {OP}, {head.log_seq}::BIGINT AS {SEQ}, * "
-                 f"FROM read_parquet({sql_path(mdir / head.full)}) LIMIT 0") if head.full else (
+        shape = (f"SELECT 'added' AS {OP}, {last_seq}::BIGINT AS {SEQ}, * "
+                 f"FROM read_parquet({sql_path(newest)}) LIMIT 0") if newest else (
             # In-warehouse snapshots have no local copy; the newest changeset has the shape.
             f"SELECT * FROM read_parquet({sql_path(store.log_path(model, head.log_seq))}) "
             "LIMIT 0")
@@ -231,4 +249,4 @@ def data_columns(con: duckdb.DuckDBPyConnection, work: Path) -> dict[str, str]:
     return {r[0]: r[1] for r in rows if not r[0].startswith(PREFIX)}
 
 
-__all__ = ["Checkpoint", "build_work", "commit", "data_columns", "delivered_before", "read_json"]
+__all__ = ["Checkpoint", "Pending", "build_work", "commit", "data_columns", "delivered_before", "read_json"]

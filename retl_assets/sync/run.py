@@ -2,17 +2,18 @@
 
 Nothing here moves the sync's cursor until the destination has answered for every record;
 a run stopped by an error leaves its delivered batches checkpointed and the cursor where
-it was, so the next run resumes.
+it was, so the next run resumes. The error it raises carries the run's partial result
+(`stopped_result`), so what the stop left owed is recorded too.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from retl_assets.destinations import Destination, Outcome, Record, Report, Writer, deliver
-from retl_assets.destinations.delivery import merge
+from retl_assets.destinations.delivery import count, merge
 from retl_assets.mapping import json_sql, plan
 from retl_assets.project import Project
 from retl_assets.state.engine import connect
@@ -21,6 +22,12 @@ from retl_assets.state.store import DEST_ID, KEYTEXT, MSGID, OP, StateStore
 from retl_assets.sync import ledger
 
 RECORD_BATCH = 10_000
+NEVER_WRITTEN = "retl never wrote this record, so a delete must not touch it"
+PROGRESS_EVERY_S = 0.25  # the progress hook hears of answered batches at most this often
+
+# (key text, operation, status, error) of each record: delivered | rejected | invalid | unsent
+# | unconfirmed | skipped | resumed
+Observed = tuple[str, str, str, str | None]
 
 
 @dataclass
@@ -52,9 +59,29 @@ class SyncResult:
     def records_per_second(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
 
+    def counts(self) -> dict[str, int | float]:
+        """The run's figures under the names its Dagster metadata uses (a materialisation,
+        or the Failure of a run that stopped)."""
+        return {"sent": self.sent, "succeeded": self.succeeded, "failed": self.failed,
+                "rejected": self.rejected, "invalid": self.invalid, "unsent": self.unsent,
+                "unconfirmed": self.unconfirmed, "owed": self.owed, "retries": self.retries,
+                "duration_s": round(self.seconds, 3),
+                "records_per_s": round(self.records_per_second, 1)}
+
+
+def stopped_result(error: BaseException) -> SyncResult | None:
+    """The partial result a run stopped by `error` left (None: not raised by run_sync)."""
+    return getattr(error, "retl_sync_result", None)
+
 
 def run_sync(project: Project, store: StateStore, name: str, destination: Destination,
-             full_resync: bool = False, max_retries: int = 6, timeout_s: float = 30.0) -> SyncResult:
+             full_resync: bool = False, max_retries: int = 6, timeout_s: float = 30.0,
+             progress: Callable[[int, int], None] | None = None,
+             observe: Callable[[list[Observed]], None] | None = None) -> SyncResult:
+    """Deliver the sync's work and commit its ledger. `progress(done, total)` hears how many
+    of the run's work rows are accounted for, at most every PROGRESS_EVERY_S; `observe(rows)`
+    gets every record's outcome, a batch at a time. An error that stops the run carries its
+    partial result: see `stopped_result`."""
     config = project.config.syncs[name]
     model = project.models[config.model]
     head = store.head(model.name)
@@ -69,29 +96,23 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         state.pending_full = head.log_seq
     if full_resync or state.cursor is None:
         store.write_sync_state(name, state)  # fixed before sending: a resumed run reuses it
-    writer = destination.writer(name, config)
-    _apply_rate_override(writer, project.config.destinations[config.destination])
-    operations = writer.operations()
     con = connect(store.root / "tmp")
     work = checkpoint = None
+    live = Report()  # outcomes as they come in: what a stopped run still knows
+    merged = Report()
     try:
+        writer = writer_for(project, name, destination)
+        operations = writer.operations()
         work, result.work = ledger.build_work(con, store, name, model.name, model.keys,
                                               tuple(operations), head, state, full_resync)
-        operations = _bulk_forms(con, work, writer, operations)
-        columns = ledger.data_columns(con, work)
-        # Plan every payload before sending anything: a mapping error must stop the sync
-        # with nothing half-sent.
-        payloads = {}
-        for operation in dict.fromkeys(operations.values()):
-            mapped = plan(name, config, model.name, columns, writer.rules(operation))
-            payloads[operation] = json_sql(writer.payload(operation, mapped), columns,
-                                           writer.rules(operation), config.skip_nulls)
+        operations, payloads = plan_payloads(project, name, con, work, writer, operations)
         done = ledger.delivered_before(store, name)
         checkpoint = ledger.Checkpoint(store, name)
         failures: dict[str, str] = {}
         new_ids: dict[str, str] = {}
         gone: set[str] = set()
         removes: dict[str, bool] = {}  # operation -> whether it takes records away
+        tell = _Progress(progress, result) if progress else None
 
         def delivered(key: str, operation: str, dest_id: str | None) -> None:
             """Keep what the vendor's answer means for the id map (now or from a checkpoint)."""
@@ -108,6 +129,7 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
             ok = [(o.record.msgid, o.dest_id) for o in outcomes if o.status == "delivered"]
             if ok:
                 checkpoint.add(ok)
+            count(live, outcomes)
             for o in outcomes:
                 if o.status == "delivered":
                     delivered(o.record.key, o.record.operation, o.dest_id)
@@ -118,24 +140,42 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
                     new_ids[o.record.key] = o.dest_id
                 failures[o.record.msgid] = f"{o.status}: {o.error}"
                 _note(result, o.record.key, o.status, o.error or "")
+            if observe is not None:
+                observe([(o.record.key, o.record.operation, o.status, o.error) for o in outcomes])
+            if tell is not None:
+                tell.answered(live)
 
-        report = Report()
         # Deletes last: an upsert and a delete of the same record never share a run.
         for operation in sorted(payloads, key=lambda op: "deleted" in _changes(operations, op)):
             changes = _changes(operations, operation)
             records = _records(con, work, writer, operation, payloads[operation], changes,
-                               done, failures, result, config.on_invalid, delivered)
-            merge(report, deliver(writer, records, on_outcomes, max_retries=max_retries,
+                               done, failures, result, config.on_invalid, delivered, observe)
+            merge(merged, deliver(writer, records, on_outcomes, max_retries=max_retries,
                                   timeout_s=timeout_s))
-        result.sent, result.rejected, result.unsent = report.sent, report.rejected, report.unsent
-        result.unconfirmed = report.unconfirmed
-        result.succeeded = report.delivered + result.resumed
-        result.requests, result.retries = report.requests, report.retries
-        result.rate_limited = report.rate_limited
+        _take(result, merged)
         checkpoint.close()
         result.owed = ledger.commit(con, store, name, work, failures, head, state, state.epoch,
                                     new_ids, gone)
         work = None
+        if tell is not None:
+            tell.answered(live, final=True)
+    except Exception as e:
+        # What the stop left: the figures of the batches answered so far, and as owed every
+        # row of the work set not delivered now or by an earlier try (those are checkpointed).
+        # The last delivery's own report died with it: its outcomes were counted as they
+        # came (`live`), its requests and retries are the finished deliveries' only.
+        live.sent = live.delivered + live.rejected + live.unsent + live.unconfirmed
+        live.requests, live.retries = merged.requests, merged.retries
+        live.rate_limited = merged.rate_limited
+        _take(result, live)
+        result.owed = (result.work - result.succeeded - result.skipped if work is not None
+                       else state.owed)
+        result.seconds = time.monotonic() - started
+        try:
+            e.retl_sync_result = result  # type: ignore[attr-defined]
+        except AttributeError:
+            pass  # an exception type that takes no attributes: the result is lost, not the error
+        raise
     finally:
         if checkpoint is not None:
             checkpoint.close()
@@ -143,6 +183,68 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         remove(work)
         result.seconds = time.monotonic() - started
     return result
+
+
+class _Progress:
+    """Calls the progress hook with the rows accounted for, at most every PROGRESS_EVERY_S."""
+
+    def __init__(self, hook: Callable[[int, int], None], result: SyncResult):
+        self._hook, self._result = hook, result
+        self._last = 0.0
+
+    def answered(self, live: Report, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < PROGRESS_EVERY_S:
+            return
+        self._last = now
+        r = self._result
+        answered = live.delivered + live.rejected + live.unsent + live.unconfirmed
+        self._hook(min(answered + r.resumed + r.skipped + r.invalid, r.work), r.work)
+
+
+def _take(result: SyncResult, report: Report) -> None:
+    result.sent, result.rejected, result.unsent = report.sent, report.rejected, report.unsent
+    result.unconfirmed = report.unconfirmed
+    result.succeeded = report.delivered + result.resumed
+    result.requests, result.retries = report.requests, report.retries
+    result.rate_limited = report.rate_limited
+
+
+def writer_for(project: Project, name: str, destination: Destination) -> Writer:
+    """The sync's writer, under the project's rate limit for its destination."""
+    config = project.config.syncs[name]
+    writer = destination.writer(name, config)
+    _apply_rate_override(writer, project.config.destinations[config.destination])
+    return writer
+
+
+def plan_payloads(project: Project, name: str, con, work, writer: Writer,
+                  operations: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Change -> operation (bulk forms chosen for this run's size), and the SQL encoding each
+    operation's payloads. Every payload is planned before anything is sent: a mapping error
+    stops the sync with nothing half-sent."""
+    config = project.config.syncs[name]
+    operations = _bulk_forms(con, work, writer, operations)
+    columns = ledger.data_columns(con, work)
+    payloads = {}
+    for operation in dict.fromkeys(operations.values()):
+        mapped = plan(name, config, config.model, columns, writer.rules(operation))
+        payloads[operation] = json_sql(writer.payload(operation, mapped), columns,
+                                       writer.rules(operation), config.skip_nulls)
+    return operations, payloads
+
+
+def encoded(con, work, writer: Writer, operation: str, payload: str, changes: list[str]):
+    """A cursor over the work rows of `changes`, each as (idempotency key, key text, payload,
+    why the contract refuses it or None, the vendor's id, the id it is written under, the
+    change)."""
+    wanted = ", ".join(f"'{c}'" for c in changes)
+    sent_id = getattr(writer, "sent_id", lambda operation: None)(operation) or "NULL"
+    return con.execute(
+        f"SELECT {MSGID}, {KEYTEXT}, p, {writer.invalid_sql(operation, 'p')}, {DEST_ID}, sid, "
+        f"{OP} FROM (SELECT *, ({payload})::VARCHAR AS p, ({sent_id})::VARCHAR AS sid "
+        f"FROM read_parquet({sql_path(work)}) WHERE {OP} IN ({wanted}))"
+    )
 
 
 def _apply_rate_override(writer: Writer, dest_config) -> None:
@@ -176,38 +278,44 @@ def _changes(operations: dict[str, str], operation: str) -> list[str]:
 
 def _records(con, work, writer: Writer, operation: str, payload: str, changes: list[str],
              done: dict[str, str | None], failures: dict[str, str], result: SyncResult,
-             on_invalid: str, delivered) -> Iterator[Record]:
-    wanted = ", ".join(f"'{c}'" for c in changes)
-    sent_id = getattr(writer, "sent_id", lambda operation: None)(operation) or "NULL"
-    cursor = con.execute(
-        f"SELECT {MSGID}, {KEYTEXT}, p, {writer.invalid_sql(operation, 'p')}, {DEST_ID}, sid "
-        f"FROM (SELECT *, ({payload})::VARCHAR AS p, ({sent_id})::VARCHAR AS sid "
-        f"FROM read_parquet({sql_path(work)}) WHERE {OP} IN ({wanted}))"
-    )
+             on_invalid: str, delivered,
+             observe: Callable[[list[Observed]], None] | None) -> Iterator[Record]:
+    cursor = encoded(con, work, writer, operation, payload, changes)
     needs_id = writer.needs_dest_id(operation)
     route = getattr(writer, "route", None)
     while chunk := cursor.fetchmany(RECORD_BATCH):
-        for msgid, key, body, invalid, dest_id, sent in chunk:
+        refused: list[Observed] = []  # records settled before sending, for `observe`
+        for msgid, key, body, invalid, dest_id, sent, _change in chunk:
             if msgid in done:
                 # An interrupted run delivered it: not sent again, but its vendor id counts.
                 result.resumed += 1
                 delivered(key, operation, done[msgid])
+                if observe is not None:
+                    refused.append((key, operation, "resumed", None))
                 continue
             if needs_id and not dest_id:
                 result.skipped += 1  # retl never wrote this record: a delete must not touch it
+                if observe is not None:
+                    refused.append((key, operation, "skipped", NEVER_WRITTEN))
                 continue
             if invalid is not None:
                 if on_invalid == "skip":
                     result.skipped += 1
+                    if observe is not None:
+                        refused.append((key, operation, "skipped", invalid))
                     continue
                 failures[msgid] = f"invalid: {invalid}"
                 result.invalid += 1
                 _note(result, key, "invalid", invalid)
+                if observe is not None:
+                    refused.append((key, operation, "invalid", invalid))
                 continue
             if len(result.samples) < 3:
                 result.samples.append(body)
             yield Record(msgid, key, body, route(operation, dest_id) if route else operation,
                          dest_id, sent or None)
+        if refused and observe is not None:
+            observe(refused)
 
 
 def _note(result: SyncResult, key: str, kind: str, error: str) -> None:

@@ -517,6 +517,22 @@ class HubSpotWriter:
 
     # -- finding records by value ----------------------------------------------------------------
 
+    async def lookup(self, call: Exchange, records: list[Record]) -> Answer:
+        """Read-only, for a dry run: which records HubSpot holds by their match value (batch
+        read when the property is unique, search otherwise). Answers the id of each one
+        found, confirms the others as not there, and rejects a value several records share
+        (a real run would refuse it too)."""
+        job = _Job(call, records, [json.loads(r.payload) for r in records])
+        found = await self._match(job, list(range(len(records))))
+        for i in range(len(records)):
+            ids = found.get(_norm(job.value(i)), [])
+            if len(ids) > 1:
+                job.answer.rejected[i] = self._ambiguous(job.value(i), ids, "update")
+            elif ids:
+                job.answer.ids[i] = ids[0]
+            job.answer.confirmed.add(i)
+        return job.answer
+
     async def _match(self, job: _Job, indexes: list[int]) -> dict[str, list[str]]:
         values = {_norm(job.value(i)) for i in indexes}
         return await self._known(job.call, self.object, self.id_property, values)

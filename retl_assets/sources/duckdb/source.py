@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
 from retl_assets.errors import SourceError
-from retl_assets.sources.base import BATCH_ROWS, Check, probe_sql
+from retl_assets.sources.base import BATCH_ROWS, Check, probe_sql, sync_log_columns
 from retl_assets.state.engine import memory_limit, quote
 from retl_assets.state.files import sql_path
 
@@ -94,6 +96,47 @@ class DuckDBSource:
             yield DuckDBState(self.name, con, schema)
         finally:
             con.close()
+
+
+    def sync_log_path(self, schema: str) -> Path:
+        """The file holding the sync logs, beside the warehouse (`<warehouse>.<schema>.duckdb`):
+        the warehouse itself stays read-only. Read it with
+        `ATTACH '<that file>' AS retl_logs (READ_ONLY)`, then `retl_logs.<schema>.<table>`."""
+        return self.path.with_name(f"{self.path.stem}.{schema}.duckdb")
+
+    def append_sync_log(self, schema: str, table: str, parquet: Path, cutoff: datetime) -> int:
+        path = self.sync_log_path(schema)
+        target = f"{quote(schema)}.{quote(table)}"
+        con = _open_writable(self.name, path)
+        try:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            con.execute(f"CREATE TABLE IF NOT EXISTS {target} "
+                        f"({sync_log_columns('VARCHAR', 'TIMESTAMPTZ')})")
+            con.execute("BEGIN")
+            rows = con.execute(f"INSERT INTO {target} SELECT * FROM "
+                               f"read_parquet({sql_path(parquet)})").fetchone()[0]
+            con.execute(f'DELETE FROM {target} WHERE "logged_at" < ?', [cutoff])
+            con.execute("COMMIT")
+            return int(rows)
+        except duckdb.Error as e:
+            raise SourceError(f"source {self.name!r}: cannot write the sync log {target} in "
+                              f"{path}: {str(e).splitlines()[0]}") from None
+        finally:
+            con.close()
+
+
+def _open_writable(name: str, path: Path, wait_s: float = 10.0) -> duckdb.DuckDBPyConnection:
+    """One process at a time may write a DuckDB file: another run's log load holds it for
+    a moment, so wait a little for it rather than fail."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as e:
+            if "lock" not in str(e).lower() or time.monotonic() >= deadline:
+                raise SourceError(f"source {name!r}: cannot open the sync log file {path}: "
+                                  f"{str(e).splitlines()[0]}") from None
+            time.sleep(0.2)
 
 
 class DuckDBState:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 from urllib.parse import quote as url_quote
 
 import pyarrow as pa
@@ -16,6 +18,7 @@ from retl_assets.sources.base import (
     rebatch,
     refused_connection,
     sqlstate_meaning,
+    sync_log_columns,
 )
 from retl_assets.state.engine import quote
 
@@ -90,6 +93,30 @@ class PostgresSource:
             yield state
         finally:
             con.close()
+
+    def append_sync_log(self, schema: str, table: str, parquet: Path, cutoff: datetime) -> int:
+        """COPY the run's outcomes into `schema.table` (ADBC's bulk ingest), in the one
+        session that writes retl's own schema, then drop rows logged before `cutoff`."""
+        import adbc_driver_manager
+        import pyarrow.parquet as pq
+
+        with self.state_session(schema, "sync_log") as state:
+            target = state.table(table)
+            state.execute(f"CREATE TABLE IF NOT EXISTS {target} "
+                          f"({sync_log_columns('text', 'timestamptz')})")
+            batches = pq.ParquetFile(parquet).iter_batches()
+            reader = pa.RecordBatchReader.from_batches(pq.read_schema(parquet), batches)
+            cur = state._con.cursor()
+            try:
+                rows = cur.adbc_ingest(table, reader, mode="append", db_schema_name=schema)
+            except adbc_driver_manager.Error as e:
+                raise SourceError(f"source {self.name!r}: cannot load the sync log "
+                                  f"{target}: {_clean(e)}") from None
+            finally:
+                cur.close()
+            state.execute(f"DELETE FROM {target} WHERE \"logged_at\" < "
+                          f"'{cutoff.isoformat()}'::timestamptz")
+            return int(rows if rows is not None and rows >= 0 else 0)
 
     def check(self, tables: Iterable[str]) -> Check:
         import adbc_driver_manager

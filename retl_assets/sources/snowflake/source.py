@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from retl_assets.errors import SourceError
-from retl_assets.sources.base import Check, CursorSession, probe_sql, rebatch
+from retl_assets.sources.base import Check, CursorSession, probe_sql, rebatch, sync_log_columns
 from retl_assets.state.engine import quote
 
 # Session parameters retl pins. MULTI_STATEMENT_COUNT=1 is Snowflake's default; pinning it
@@ -178,6 +180,24 @@ class SnowflakeSource:
                         f"CREATE SCHEMA IF NOT EXISTS {quote(database)}."
                         f"{quote(schema)}")
             yield state
+
+    def append_sync_log(self, schema: str, table: str, parquet: Path, cutoff: datetime) -> int:
+        """Snowflake's bulk load: PUT the run's Parquet file on a stage of retl's schema,
+        COPY INTO the log table (PURGE empties the stage), then drop rows before `cutoff`."""
+        with self.state_session(schema, "sync_log") as state:
+            target = state.table(table)
+            stage = "@" + state.table(f"{table}_stage")
+            state.execute(f"CREATE TABLE IF NOT EXISTS {target} "
+                          f"({sync_log_columns('VARCHAR', 'TIMESTAMP_TZ')})")
+            state.execute(f"CREATE STAGE IF NOT EXISTS {state.table(table + '_stage')}")
+            file = str(parquet.resolve()).replace("'", "\\'")
+            state.execute(f"PUT 'file://{file}' {stage} AUTO_COMPRESS = FALSE OVERWRITE = TRUE")
+            loaded = state.rows(f"COPY INTO {target} FROM {stage} FILE_FORMAT = (TYPE = PARQUET) "
+                                "MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE PURGE = TRUE")
+            state.execute(f"DELETE FROM {target} WHERE \"logged_at\" < "
+                          f"'{cutoff.isoformat()}'::TIMESTAMP_TZ")
+            # COPY answers one row per file: (file, status, rows parsed, rows loaded, ...).
+            return sum(int(r[3] or 0) for r in loaded if len(r) > 3)
 
     def version(self, tables: Iterable[str]) -> dict[str, object]:
         """When each table last changed (SYSTEM$LAST_CHANGE_COMMIT_TIME): what the model's
