@@ -65,6 +65,38 @@ def test_schedule_skips_while_a_run_is_in_progress_and_runs_otherwise(workspace,
     assert free.run_requests[0].partition_key == expected
 
 
+def test_schedule_skips_while_an_asset_selection_run_of_the_model_is_going(workspace, emulator):
+    """The UI's Materialize button runs __ASSET_JOB, not the model's job: its `retl/model`
+    tag (set by its first step) is what the schedule sees."""
+    (workspace.root / "retl.yaml").write_text((workspace.root / "retl.yaml").read_text().replace(
+        "max_retries: 8", "max_retries: 8\n    batch_size: 50\n    max_concurrency: 1"))
+    emulator.set_faults(latency_ms=400)
+    defs = build_retl_definitions(workspace.project)
+    schedule = defs.get_schedule_def("retl_contacts_schedule")
+    tick = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    partition = current_partition(partitions_for(workspace.project.models["contacts"]), tick)
+    job = defs.resolve_implicit_global_asset_job_def()
+    keys = [AssetKey(["models", "contacts"]), AssetKey(["diffs", "contacts"]),
+            AssetKey(["syncs", "contacts_identify"])]
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("run", job.execute_in_process(
+        instance=workspace.instance, asset_selection=keys, partition_key=partition,
+        raise_on_error=False)))
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while emulator.state()["stats"]["requests"] == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        busy = schedule.evaluate_tick(build_schedule_context(
+            instance=workspace.instance, scheduled_execution_time=tick,
+            repository_def=defs.get_repository_def()))
+    finally:
+        thread.join(timeout=300)
+    assert result["run"].success
+    assert not busy.run_requests
+    assert "__ASSET_JOB" in busy.skip_message and "still started" in busy.skip_message
+
+
 def test_trigger_sensor_waits_for_the_run_then_fires(workspace, emulator):
     text = (workspace.root / "retl.yaml").read_text().replace(
         "schedule: {every: 15m}", "schedule: {every: 15m}\n    trigger: {asset: raw/contacts}")

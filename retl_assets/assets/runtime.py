@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from dagster import AssetExecutionContext, DagsterRunStatus
 
 from retl_assets.automation.partitions import refuse_backfill
+from retl_assets.automation.triggers import MODEL_TAG
 from retl_assets.project import Project
 from retl_assets.state.lease import Held
 from retl_assets.state.store import StateStore
 
 FULL_RESYNC_TAG = "retl/full_resync"
 ALLOW_MASS_DELETE_TAG = "retl/allow_mass_delete"
-MODEL_TAG = "retl/model"
 ENDED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 
 

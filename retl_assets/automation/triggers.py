@@ -26,19 +26,27 @@ from retl_assets.automation.partitions import current_partition, partitions_for
 from retl_assets.errors import ProjectError
 from retl_assets.project import Model
 
+MODEL_TAG = "retl/model"  # which model(s) a run runs: set by its trigger or its first step
+
 IN_PROGRESS = [
     DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
 ]
 
 
-def run_in_progress(instance: DagsterInstance, job_name: str) -> str | None:
-    """Why a new run must wait, or None."""
+def run_in_progress(instance: DagsterInstance, job_name: str,
+                    model: str | None = None) -> str | None:
+    """Why a new run must wait, or None: a run of the model's job, or any other run (the
+    UI's Materialize button, `dagster asset materialize`) whose `retl/model` tag names it
+    (`a,b` when it runs several models)."""
     runs = instance.get_runs(RunsFilter(job_name=job_name, statuses=IN_PROGRESS), limit=1)
+    if not runs and model is not None:
+        runs = [r for r in instance.get_runs(RunsFilter(statuses=IN_PROGRESS), limit=100)
+                if model in r.tags.get(MODEL_TAG, "").split(",")][:1]
     if not runs:
         return None
     run = runs[0]
-    return f"run {run.run_id} of {job_name} is still {run.status.value.lower()}"
+    return f"run {run.run_id} of {run.job_name} is still {run.status.value.lower()}"
 
 
 def model_schedule(model: Model, job: UnresolvedAssetJobDefinition) -> ScheduleDefinition:
@@ -47,12 +55,12 @@ def model_schedule(model: Model, job: UnresolvedAssetJobDefinition) -> ScheduleD
         raise ProjectError(f"models.{model.name}.schedule: the model has none to build")
 
     def evaluate(context: ScheduleEvaluationContext):
-        busy = run_in_progress(context.instance, job.name)
+        busy = run_in_progress(context.instance, job.name, model.name)
         if busy:
             return SkipReason(f"model {model.name}: skipping this tick, {busy}")
         when = context.scheduled_execution_time
         return RunRequest(partition_key=current_partition(partitions_for(model), when),
-                          tags={"retl/model": model.name, "retl/trigger": "schedule"})
+                          tags={MODEL_TAG: model.name, "retl/trigger": "schedule"})
 
     return ScheduleDefinition(
         name=f"retl_{model.name}_schedule", cron_schedule=schedule.to_cron(), job=job,
@@ -78,14 +86,14 @@ def model_trigger(model: Model, job: UnresolvedAssetJobDefinition) -> SensorDefi
         latest = records[0].storage_id
         if latest <= int(context.cursor or 0):
             return SkipReason(f"no new materialisation of {upstream.to_user_string()}")
-        busy = run_in_progress(context.instance, job.name)
+        busy = run_in_progress(context.instance, job.name, model.name)
         if busy:
             # The cursor stays put, so the materialisation is picked up once the run ends.
             return SkipReason(f"model {model.name}: waiting, {busy}")
         context.update_cursor(str(latest))
         return RunRequest(run_key=f"{model.name}-{latest}",
                           partition_key=current_partition(partitions_for(model)),
-                          tags={"retl/model": model.name, "retl/trigger": "asset"})
+                          tags={MODEL_TAG: model.name, "retl/trigger": "asset"})
 
     return _trigger
 
@@ -105,7 +113,7 @@ def model_source_changed(model: Model, job: UnresolvedAssetJobDefinition,
             description=f"Sync model {model.name} when the tables it reads change "
                         f"(checked every {changed.every})")
     def _source_changed(context: SensorEvaluationContext):
-        busy = run_in_progress(context.instance, job.name)
+        busy = run_in_progress(context.instance, job.name, model.name)
         if busy:
             return SkipReason(f"model {model.name}: not checking the source, {busy}")
         seen = json.loads(context.cursor) if context.cursor else {}
@@ -121,7 +129,7 @@ def model_source_changed(model: Model, job: UnresolvedAssetJobDefinition,
         context.update_cursor(json.dumps({"marker": now, "run_key": run_key,
                                           "attempt": attempt}))
         return RunRequest(run_key=run_key, partition_key=current_partition(partitions_for(model)),
-                          tags={"retl/model": model.name, "retl/trigger": "source_changed",
+                          tags={MODEL_TAG: model.name, "retl/trigger": "source_changed",
                                 "retl/why": why})
 
     return _source_changed
