@@ -68,6 +68,10 @@ class ModelError(RetlError):
     transient = False
 
 
+class MassDeleteError(ModelError):
+    """A run would delete more of the model than `max_delete_fraction` allows (or all of it)."""
+
+
 class LeaseHeldError(RetlError):
     """Another run of the same model is in progress."""
 

@@ -63,6 +63,8 @@ class ProgressReporter:
         self._last_said: tuple[int, int] | None = None
 
     def __call__(self, done: int, total: int) -> None:
+        if total == 0:
+            return  # nothing to send: the sync's own summary line says so
         self._last = (done, total)
         now = self._clock()
         if self._said is None or now - self._said >= self._every:

@@ -37,7 +37,7 @@ from retl_assets.changeset.in_warehouse import (
     stage_in_warehouse,
 )
 from retl_assets.changeset.local import DiffOptions, diff_and_commit
-from retl_assets.errors import DestinationError, ModelError, ProjectError
+from retl_assets.errors import DestinationError, MassDeleteError, ModelError, ProjectError
 from retl_assets.project import Project
 from retl_assets.project.schema import AlertRules
 from retl_assets.redact import shown
@@ -184,10 +184,9 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
             base_rows = store.head(name).rows
             try:
                 changeset = _diff_extract(store, extract, options, partition)
-            except ModelError as e:
-                if _is_mass_delete(e):  # the guard stopped it: say so on the check as well
-                    yield AssetCheckResult(check_name=DELETE_CHECK, asset_key=spec.key,
-                                           passed=False, description=e.description)
+            except MassDeleteError as e:  # the guard stopped it: say so on the check as well
+                yield AssetCheckResult(check_name=DELETE_CHECK, asset_key=spec.key,
+                                       passed=False, description=e.description)
                 raise
             store.clear_pending_extract(name)
             context.log.info(f"model {name}: {changeset.counts} (changeset {changeset.seq}, "
@@ -349,13 +348,6 @@ def _sample_payloads(samples: list[str], mode: str) -> dict[str, MetadataValue]:
     shown_payloads = shown([json.loads(p) for p in samples], mode)  # type: ignore[arg-type]
     return {} if shown_payloads is None else {"sample_payloads": MetadataValue.json(
         shown_payloads)}
-
-
-def _is_mass_delete(error: ModelError) -> bool:
-    # The guards (changeset.local.guard_deletes, and the in-warehouse one) raise a plain
-    # ModelError naming max_delete_fraction; a subclass of their own would say it by class.
-    text = error.description or ""
-    return "max_delete_fraction" in text or "refusing to delete everything" in text
 
 
 def _first(errors: list[tuple[str, str, str]], kind: str) -> str:

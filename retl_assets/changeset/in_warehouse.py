@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from retl_assets.changeset.local import Changeset, DiffOptions, guard_deletes
-from retl_assets.errors import ModelError
+from retl_assets.errors import MassDeleteError, ModelError
 from retl_assets.snapshot.extract import KeyReport, Limits, check_columns, row_limit_error
 from retl_assets.sources.base import StateSession
 from retl_assets.state.engine import connect
@@ -89,7 +89,7 @@ def diff_in_warehouse(store: StateStore, session: StateSession, model: str, keys
     q = _quoter(session.dialect)
     base = head.snapshot.removeprefix(IN_WAREHOUSE) if head.snapshot else None
     if rows == 0 and head.rows > 0 and not options.allow_mass_delete:
-        raise ModelError(
+        raise MassDeleteError(
             f"model {model!r} returned no rows, but the last snapshot had {head.rows}; "
             "refusing to delete everything in the destinations. Nothing was committed. "
             "If this is intended, run again allowing it (retl sync --allow-mass-delete).")

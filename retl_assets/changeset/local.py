@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from retl_assets.errors import ModelError
+from retl_assets.errors import MassDeleteError
 from retl_assets.snapshot.extract import FINGERPRINT, Staged, fingerprint_sql
 from retl_assets.state.engine import connect, quote
 from retl_assets.state.files import remove, sql_path, temp_path, write_json
@@ -129,7 +129,7 @@ def refingerprint(con, full: Path, keys: list[str], options: DiffOptions, out: P
 def guard_empty(model: str, base_rows: int, rows: int, options: DiffOptions) -> None:
     emptied = not options.incremental and base_rows > 0 and rows == 0
     if emptied and not options.allow_mass_delete:
-        raise ModelError(
+        raise MassDeleteError(
             f"model {model!r} returned no rows, but the last snapshot had {base_rows}; "
             "refusing to delete everything in the destinations. Nothing was committed. "
             "If this is intended, run again allowing it (retl sync --allow-mass-delete)."
@@ -140,7 +140,7 @@ def guard_deletes(model: str, base_rows: int, deleted: int, options: DiffOptions
     if options.allow_mass_delete or not base_rows:
         return
     if deleted > options.max_delete_fraction * base_rows:
-        raise ModelError(
+        raise MassDeleteError(
             f"model {model!r} would delete {deleted} of {base_rows} rows "
             f"({deleted / base_rows:.0%}), more than max_delete_fraction "
             f"{options.max_delete_fraction:.0%}; nothing was committed. If this is intended, "
