@@ -193,10 +193,3 @@ def _root_message(error) -> str:
     if text.startswith(("retl_assets.", "dagster.")) and ": " in text:
         return text.split(": ", 1)[1]
     return text
-
-
-def recent_runs(instance: DagsterInstance, project: Project, limit: int = 20) -> list[RunSummary]:
-    """The newest runs of the project's models, newest first (see history.runs)."""
-    from retl_assets.history import runs
-
-    return runs(instance, project, limit=limit)

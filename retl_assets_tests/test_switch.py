@@ -7,8 +7,9 @@ import pytest
 from dagster import AssetKey
 
 from retl_assets.assets import build_retl_definitions
+from retl_assets.assets.switch_job import SWITCH_JOB
 from retl_assets.cli import main
-from retl_assets.switch import SWITCH_JOB, is_enabled, read_switch
+from retl_assets.switch import is_enabled, read_switch
 
 
 def messages(emulator) -> int:

@@ -23,6 +23,7 @@ from retl_assets.assets.resources import (
     RetlStateStore,
     retl_resources,
 )
+from retl_assets.assets.switch_job import switch_job
 from retl_assets.assets.translator import COLUMN_LINEAGE, RetlAssetData, RetlTranslator
 from retl_assets.automation import (
     SyncAsset,
@@ -35,7 +36,6 @@ from retl_assets.automation import (
 from retl_assets.automation.changes import change_marker
 from retl_assets.project import Project
 from retl_assets.state.store import StateStore
-from retl_assets.switch import switch_job
 
 
 def job_name(model: str) -> str:
