@@ -145,19 +145,26 @@ def _sync(args: argparse.Namespace) -> int:
     return 0 if summary.status == "success" else 1
 
 
-def _sync_one(args: argparse.Namespace) -> int:
-    """`retl sync SYNC --only KEY`: one record now, printed with the destination's answer."""
+def _sync_parts(name: str, what: str):
+    """The project, state store, source and destination a command on sync `name` needs."""
     from retl_assets.destinations import open_destination
-    from retl_assets.dryrun import send_one
     from retl_assets.project import load_project
     from retl_assets.sources import open_source
     from retl_assets.state.store import StateStore
 
     project = load_project()
-    sync = _named_sync(project, args.model, "--only")
-    one = send_one(project, StateStore(project.state_dir), args.model,
-                   open_source(project, project.models[sync.model].config.source),
-                   open_destination(project, sync.destination), args.only)
+    sync = _named_sync(project, name, what)
+    return (project, StateStore(project.state_dir),
+            open_source(project, project.models[sync.model].config.source),
+            open_destination(project, sync.destination))
+
+
+def _sync_one(args: argparse.Namespace) -> int:
+    """`retl sync SYNC --only KEY`: one record now, printed with the destination's answer."""
+    from retl_assets.dryrun import send_one
+
+    project, store, source, destination = _sync_parts(args.model, "--only")
+    one = send_one(project, store, args.model, source, destination, args.only)
     if args.json:
         print(json.dumps(one.as_dict(), default=str))
     else:
@@ -171,17 +178,10 @@ def _sync_one(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    from retl_assets.destinations import open_destination
     from retl_assets.dryrun import dry_run
-    from retl_assets.project import load_project
-    from retl_assets.sources import open_source
-    from retl_assets.state.store import StateStore
 
-    project = load_project()
-    sync = _named_sync(project, args.sync, "dry-run")
-    report = dry_run(project, StateStore(project.state_dir), args.sync,
-                     open_source(project, project.models[sync.model].config.source),
-                     open_destination(project, sync.destination), samples=args.samples)
+    project, store, source, destination = _sync_parts(args.sync, "dry-run")
+    report = dry_run(project, store, args.sync, source, destination, samples=args.samples)
     # The user's own terminal: payloads are shown as they are.
     print(json.dumps(report.as_dict(), default=str) if args.json else report.text())
     return 0

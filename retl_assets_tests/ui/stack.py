@@ -22,6 +22,7 @@ from dagster import DagsterInstance
 
 from retl_assets.demo.generate import generate
 from retl_assets.emulators import EmulatorServer, SegmentEmulator, build_segment_app
+from retl_assets_tests.conftest import PROJECT as CONFTEST_PROJECT
 from retl_assets_tests.conftest import WRITE_KEY, free_port, stop_log_tails
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,41 +47,11 @@ REJECTED_KEY, REJECTED_EMAIL = "u000007", "user7@example.com"
 # Small batches, one at a time: with the emulator's latency a full resync then takes minutes,
 # long enough to hold a run in progress across a schedule tick; the latency is dropped
 # once the tick has been seen, so the run ends in a second.
-PROJECT = """\
-sources:
-  warehouse:
-    type: duckdb
-    path: warehouse.duckdb
-destinations:
-  cio:
-    type: customerio
-    write_key: {{env: CIO_WRITE_KEY}}
-    base_url: {url}
-    batch_size: 5
-    max_concurrency: 1
-    max_retries: 3
-models:
-  contacts:
-    source: warehouse
-    primary_key: userId
-    schedule: {{every: 1m}}
-    sql: |
-      SELECT id AS "userId", email, first_name, plan, updated_at FROM contacts
-syncs:
-  contacts_identify:
-    model: contacts
-    destination: cio
-    action: identify
-    records: added_or_updated
-  contacts_deleted:
-    model: contacts
-    destination: cio
-    action: track
-    records: deleted
-    mapping:
-      userId: userId
-      event: {{value: "Contact Deleted"}}
-"""
+PROJECT = (CONFTEST_PROJECT
+           .replace("schedule: {{every: 15m}}", "schedule: {{every: 1m}}")
+           .replace("    max_retries: 8\n",
+                    "    batch_size: 5\n    max_concurrency: 1\n    max_retries: 3\n"))
+assert "every: 1m" in PROJECT and "batch_size: 5" in PROJECT, "conftest's PROJECT changed"
 
 TICKS = """query Ticks($selector: ScheduleSelector!) {
   scheduleOrError(scheduleSelector: $selector) {
