@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime, timezone
@@ -18,13 +19,14 @@ from dagster import (
 from retl_assets.assets import build_retl_definitions
 from retl_assets.automation import current_partition, partitions_for
 from retl_assets.project.schema import Schedule
+from retl_assets_tests.test_cli import run_retl
 
 
-def slow_run_in_background(ws, emulator):
+def slow_run_in_background(ws, emulator, batch: int = 50, latency_ms: float = 400):
     """Start a real sync that takes a few seconds; return the thread once it is running."""
     (ws.root / "retl.yaml").write_text((ws.root / "retl.yaml").read_text().replace(
-        "max_retries: 8", "max_retries: 8\n    batch_size: 50\n    max_concurrency: 1"))
-    emulator.set_faults(latency_ms=400)
+        "max_retries: 8", f"max_retries: 8\n    batch_size: {batch}\n    max_concurrency: 1"))
+    emulator.set_faults(latency_ms=latency_ms)
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("run", ws.sync()))
     thread.start()
@@ -44,18 +46,22 @@ def test_schedule_skips_while_a_run_is_in_progress_and_runs_otherwise(workspace,
     tick = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     expected = current_partition(partitions_for(workspace.project.models["contacts"]), tick)
 
-    thread, result = slow_run_in_background(workspace, emulator)
+    # 30 requests of 1 s: the run lasts until the latency is dropped below.
+    thread, result = slow_run_in_background(workspace, emulator, batch=10, latency_ms=1000)
     busy = schedule.evaluate_tick(build_schedule_context(
         instance=workspace.instance, scheduled_execution_time=tick,
         repository_def=defs.get_repository_def()))
-    # A second run started by hand meanwhile is refused at once, naming the holder.
-    second = workspace.sync()
+    # A second run started by hand meanwhile, in its own process as a user's would be, is
+    # refused at once, naming the holder. (Not a second in-process run in another thread:
+    # Dagster reconfigures `logging` at each run's start, which can deadlock the first.)
+    code, out, err = run_retl(workspace, "sync", "contacts", "--json")
+    emulator.set_faults(latency_ms=0)
     thread.join(timeout=300)
     assert not thread.is_alive(), "the background run did not finish"
     assert busy.run_requests == [] or busy.run_requests is None
     assert "skipping this tick" in busy.skip_message and "still started" in busy.skip_message
-    assert second.status == "failure"
-    assert any("is being synced by run" in e for e in second.errors), second.errors
+    assert code == 1 and json.loads(out)["status"] == "failure", err
+    assert any("is being synced by run" in e for e in json.loads(out)["errors"]), out
     assert result["run"].status == "success"
 
     free = schedule.evaluate_tick(build_schedule_context(
