@@ -12,6 +12,7 @@ endpoint stop the whole delivery at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -362,9 +363,19 @@ def deliver(dest: Writer, records: Iterable[Record],
     try:
         asyncio.run(_deliver(dest, records, on_outcomes, report, max_retries, timeout_s,
                              transport))
+    except Exception as e:
+        # A stop (auth, unreachable, setup) still made requests and retries: they go with it.
+        with contextlib.suppress(AttributeError):
+            e.retl_delivery_report = report  # type: ignore[attr-defined]
+        raise
     finally:
         report.seconds = time.monotonic() - started
     return report
+
+
+def stopped_report(error: BaseException) -> Report | None:
+    """The report of the delivery `error` stopped (None: not raised inside `deliver`)."""
+    return getattr(error, "retl_delivery_report", None)
 
 
 def _endpoint(error: httpx.TransportError) -> str:

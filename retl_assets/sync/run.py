@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from retl_assets.destinations import Destination, Outcome, Record, Report, Writer, deliver
-from retl_assets.destinations.delivery import count, merge
+from retl_assets.destinations.delivery import count, merge, stopped_report
 from retl_assets.mapping import json_sql, plan
 from retl_assets.project import Project
 from retl_assets.state.engine import connect
@@ -162,11 +162,13 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
     except Exception as e:
         # What the stop left: the figures of the batches answered so far, and as owed every
         # row of the work set not delivered now or by an earlier try (those are checkpointed).
-        # The last delivery's own report died with it: its outcomes were counted as they
-        # came (`live`), its requests and retries are the finished deliveries' only.
+        # Outcomes were counted as they came (`live`); requests and retries are the finished
+        # deliveries' plus those of the one the stop cut short.
         live.sent = live.delivered + live.rejected + live.unsent + live.unconfirmed
-        live.requests, live.retries = merged.requests, merged.retries
-        live.rate_limited = merged.rate_limited
+        cut = stopped_report(e) or Report()
+        live.requests = merged.requests + cut.requests
+        live.retries = merged.retries + cut.retries
+        live.rate_limited = merged.rate_limited + cut.rate_limited
         _take(result, live)
         result.owed = (result.work - result.succeeded - result.skipped if work is not None
                        else state.owed)
