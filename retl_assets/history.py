@@ -207,7 +207,7 @@ def _pending(project: Project, store: StateStore, sync: str) -> int:
     state = store.sync_state(sync)
     if head.version == 0:
         return 0
-    if state.cursor is None:
+    if store.needs_full(config.model, state):
         return head.rows if "added" in config.selects else 0
     total = 0
     for seq in range(state.cursor + 1, head.log_seq + 1):

@@ -42,6 +42,7 @@ from retl_assets.project import Project
 from retl_assets.project.schema import AlertRules
 from retl_assets.redact import shown
 from retl_assets.snapshot.extract import Limits, key_error, load_staged, stage
+from retl_assets.state.compact import compact_log
 from retl_assets.state.files import remove
 from retl_assets.state.store import IN_WAREHOUSE, Extract, Head, StateStore
 from retl_assets.switch import disabled_message, is_enabled
@@ -157,7 +158,7 @@ def diff_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
         def _diff_extract(store, extract, options, partition):
             if extract.file.startswith(IN_WAREHOUSE):
                 need_full = tag_on(context, FULL_RESYNC_TAG) or any(
-                    store.sync_state(s).cursor is None for s in project.syncs_of(name))
+                    store.needs_full(name, store.sync_state(s)) for s in project.syncs_of(name))
                 source = retl_sources.open(model.config.source)
                 with source.state_session(state_schema, name) as session:
                     return diff_in_warehouse(
@@ -258,6 +259,8 @@ def sync_asset(project: Project, name: str, spec: AssetSpec) -> AssetsDefinition
                               allow_retries=getattr(stop, "transient", None) is not False
                               ) from stop
             log_meta = finish()
+            # Changesets every sync of the model has now consumed are folded away.
+            compact_log(store, config.model, project.syncs_of(config.model))
             context.log.info(
                 f"sync {name}: sent {result.sent}, succeeded {result.succeeded}, "
                 f"failed {result.failed}, unsent {result.unsent}, owed {result.owed} "

@@ -6,6 +6,7 @@
     <root>/models/<M>/staged/<run>.parquet extract of a run, not yet diffed
     <root>/models/<M>/staged/extract.json  the checked extract the next diff takes
     <root>/models/<M>/log/NNNNNNNNN.parquet the changesets, in order (+ .json manifest)
+    <root>/models/<M>/log/compacted.json   changesets up to here are folded away
     <root>/models/<M>/lease.json           which run holds the model
     <root>/syncs/<S>/state.json            cursor into the log, ledger file, resync epoch
     <root>/syncs/<S>/ledger-*.parquet      rows the sync still owes, with their reason
@@ -115,6 +116,19 @@ class StateStore:
 
     def log_manifest(self, model: str, seq: int) -> dict[str, Any]:
         return read_json(self.log_path(model, seq).with_suffix(".json"), {})
+
+    def compacted_through(self, model: str) -> int:
+        """The last changeset removed because every sync of the model had consumed it."""
+        return int(read_json(self.model_dir(model) / "log" / "compacted.json", {}).get(
+            "through", 0))
+
+    def write_compacted_through(self, model: str, seq: int) -> None:
+        write_json(self.model_dir(model) / "log" / "compacted.json", {"through": seq})
+
+    def needs_full(self, model: str, state: SyncState) -> bool:
+        """Whether a sync must take the snapshot whole: it never ran, or the changesets after
+        its cursor were compacted away (a sync removed from the project file, then restored)."""
+        return state.cursor is None or state.cursor < self.compacted_through(model)
 
     def lease_path(self, model: str) -> Path:
         return self.model_dir(model) / "lease.json"

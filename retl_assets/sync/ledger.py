@@ -62,7 +62,8 @@ def build_work(con: duckdb.DuckDBPyConnection, store: StateStore, sync: str, mod
     ledger = store.ledger_path(sync, state)
     on = ", ".join(quote(k) for k in keys)
     parts: list[str] = []
-    full = full_resync or state.cursor is None or (pending is not None and pending.initial)
+    full = (full_resync or store.needs_full(model, state)
+            or (pending is not None and pending.initial))
     # A sync that never consumed the initial changeset (which points at the snapshot rather
     # than holding rows) takes the snapshot whole.
     full = full or any(store.log_manifest(model, s).get("initial")

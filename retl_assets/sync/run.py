@@ -92,9 +92,10 @@ def run_sync(project: Project, store: StateStore, name: str, destination: Destin
         return result  # the model has never been committed: nothing to send yet
     if full_resync:
         state.epoch += 1
-    if (full_resync or state.cursor is None) and state.pending_full is None:
+    full = full_resync or store.needs_full(model.name, state)
+    if full and state.pending_full is None:
         state.pending_full = head.log_seq
-    if full_resync or state.cursor is None:
+    if full:
         store.write_sync_state(name, state)  # fixed before sending: a resumed run reuses it
     con = connect(store.root / "tmp")
     work = checkpoint = None
